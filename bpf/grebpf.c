@@ -1,0 +1,181 @@
+//go:build ignore
+
+/* grebpf data plane: GRE decap on WAN ingress (XDP or TC), GRE encap on
+ * WAN egress (TC). Everything not addressed to a configured tunnel passes. */
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "grebpf.h"
+#include "maps.h"
+#include "stats.h"
+#include "decap.h"
+#include "encap.h"
+
+/* Newer than Debian's uapi header; probed at run time (probe_decap_l3). */
+#define ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+
+#define AF_INET 2
+
+/* Enough linear data for Ethernet, outer IPv4 with options, keyed GRE and
+ * the inner IPv4 header. */
+#define DECAP_PULL_LEN (ETH_HLEN + 60 + GRE_KEY_HLEN + 20)
+
+SEC("xdp")
+int decap_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr eth;
+	struct decap d;
+	enum reason r;
+
+	r = decap_classify(data, data_end, bpf_xdp_get_buff_len(ctx), &d);
+	if (r != REASON_NONE) {
+		count_reason(r);
+		return reason_passes(r) ? XDP_PASS : XDP_DROP;
+	}
+
+	/* The MAC header stays: it was addressed to us, and the inner packet
+	 * is IPv4 like the outer one. */
+	__builtin_memcpy(&eth, data, sizeof(eth));
+	if (bpf_xdp_adjust_head(ctx, d.strip))
+		goto fail;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + sizeof(eth) > data_end)
+		goto fail;
+	__builtin_memcpy(data, &eth, sizeof(eth));
+	count_rx(d.tunnel_id, 1, d.inner_len);
+	return XDP_PASS;
+fail:
+	count_reason(REASON_DECAP_FAILED);
+	return XDP_DROP;
+}
+
+SEC("tc")
+int decap_tc(struct __sk_buff *skb)
+{
+	struct decap d;
+	enum reason r;
+
+	if ((void *)(long)skb->data + DECAP_PULL_LEN > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, skb->len < DECAP_PULL_LEN ? skb->len : DECAP_PULL_LEN);
+
+	r = decap_classify((void *)(long)skb->data, (void *)(long)skb->data_end,
+			   skb->len, &d);
+	if (r != REASON_NONE) {
+		count_reason(r);
+		return reason_passes(r) ? TC_ACT_OK : TC_ACT_SHOT;
+	}
+
+	/* FIXED_GSO keeps a GRO'd packet's segment size; DECAP_L3_IPV4 clears
+	 * the tunnel GSO state so the inner packet forwards as plain TCP. */
+	if (bpf_skb_adjust_room(skb, -(__s32)d.strip, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO | ADJ_ROOM_DECAP_L3_IPV4)) {
+		count_reason(REASON_DECAP_FAILED);
+		return TC_ACT_SHOT;
+	}
+	count_rx(d.tunnel_id, skb->gso_segs ? skb->gso_segs : 1, d.inner_len);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int encap_tc(struct __sk_buff *skb)
+{
+	struct bpf_fib_lookup fib = {};
+	struct route_key rk = { .prefixlen = 32 };
+	struct tunnel *t;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u8 tos, ttl;
+	__u16 inner_len;
+	__u32 id, *idp;
+	long rc;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	if ((void *)(long)skb->data + ETH_HLEN + sizeof(*ip) > (void *)(long)skb->data_end &&
+	    bpf_skb_pull_data(skb, ETH_HLEN + sizeof(*ip)))
+		return TC_ACT_OK;
+	eth = (void *)(long)skb->data;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_OK;
+
+	rk.addr = ip->daddr;
+	idp = bpf_map_lookup_elem(&routes, &rk);
+	if (!idp)
+		return TC_ACT_OK;
+	id = *idp;
+	t = bpf_map_lookup_elem(&tunnels, &id);
+	if (!t || !t->remote) {
+		count_reason(REASON_NO_TUNNEL);
+		return TC_ACT_SHOT;
+	}
+	tos = ip->tos;
+	ttl = ip->ttl;
+	inner_len = bpf_ntohs(ip->tot_len);
+
+	/* FIXED_GSO + ENCAP flags: a TSO/GSO packet stays one packet and the
+	 * kernel segments it as GRE further down. */
+	if (bpf_skb_adjust_room(skb, encap_len(t), BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
+					BPF_F_ADJ_ROOM_ENCAP_L4_GRE)) {
+		count_reason(REASON_ENCAP_FAILED);
+		return TC_ACT_SHOT;
+	}
+	eth = (void *)(long)skb->data;
+	ip = (void *)(eth + 1);
+	if ((void *)ip + sizeof(*ip) + GRE_KEY_HLEN > (void *)(long)skb->data_end) {
+		count_reason(REASON_ENCAP_FAILED);
+		return TC_ACT_SHOT;
+	}
+	encap_write(ip, t, tos, ttl, skb->len - ETH_HLEN);
+
+	/* tot_len 0: let the helper check the skb against the MTU, which
+	 * understands GSO. */
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_GRE;
+	fib.ipv4_src = t->local;
+	fib.ipv4_dst = t->remote;
+	fib.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+		count_tx(id, skb->gso_segs ? skb->gso_segs : 1, inner_len);
+		if (fib.ifindex == skb->ifindex)
+			return TC_ACT_OK;
+		return bpf_redirect(fib.ifindex, 0);
+	case BPF_FIB_LKUP_RET_NO_NEIGH: {
+		struct bpf_redir_neigh nh = {
+			.nh_family = AF_INET,
+			.ipv4_nh = fib.ipv4_dst,
+		};
+
+		count_tx(id, skb->gso_segs ? skb->gso_segs : 1, inner_len);
+		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	}
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		count_reason(REASON_OUTER_TOO_BIG);
+		return TC_ACT_SHOT;
+	default:
+		count_reason(REASON_NO_OUTER_ROUTE);
+		return TC_ACT_SHOT;
+	}
+}
+
+/* Feature probe run by the loader through BPF_PROG_TEST_RUN: returns 1 when
+ * bpf_skb_adjust_room knows BPF_F_ADJ_ROOM_DECAP_L3_IPV4. */
+SEC("tc")
+int probe_decap_l3(struct __sk_buff *skb)
+{
+	return bpf_skb_adjust_room(skb, -20, BPF_ADJ_ROOM_MAC,
+				   BPF_F_ADJ_ROOM_FIXED_GSO | ADJ_ROOM_DECAP_L3_IPV4) == 0;
+}
+
+char _license[] SEC("license") = "GPL";

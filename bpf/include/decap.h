@@ -1,0 +1,107 @@
+/* Decapsulation checks shared by the XDP and TC ingress programs: one
+ * function decides, each program only strips headers its own way. */
+#pragma once
+
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_endian.h>
+#include "csum.h"
+#include "maps.h"
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+struct decap {
+	__u32 tunnel_id;
+	__u32 strip;     /* outer IPv4 + GRE bytes after the Ethernet header */
+	__u32 inner_len; /* inner IPv4 total length */
+};
+
+/* Anything we do not own goes back to the stack untouched; anything that
+ * claims to be ours but is wrong is dropped. */
+static __always_inline int reason_passes(enum reason r)
+{
+	return r == REASON_NOT_GRE || r == REASON_OUTER_FRAGMENT ||
+	       r == REASON_UNKNOWN_PEER;
+}
+
+/* pkt_len is the frame length, which for a TC skb may exceed data_end. */
+static __always_inline enum reason decap_classify(void *data, void *data_end,
+						  __u64 pkt_len, struct decap *d)
+{
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct endpoint_key ek;
+	struct endpoint *ep;
+	struct iphdr *inner;
+	__u32 ihl, tot, glen = GRE_HLEN;
+	__be16 *gre;
+	__u16 flags;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return REASON_NOT_GRE;
+	if ((void *)(ip + 1) > data_end)
+		return REASON_TRUNCATED;
+	if (ip->protocol != IPPROTO_GRE)
+		return REASON_NOT_GRE;
+	if (ip->version != 4 || ip->ihl < 5)
+		return REASON_TRUNCATED;
+	ihl = ip->ihl * 4;
+	tot = bpf_ntohs(ip->tot_len);
+	if (tot < ihl + GRE_HLEN || tot > pkt_len - ETH_HLEN)
+		return REASON_TRUNCATED;
+	if (!ipv4_csum_ok(ip, data_end))
+		return REASON_OUTER_CHECKSUM;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return REASON_OUTER_FRAGMENT;
+
+	ek.local = ip->daddr;
+	ek.remote = ip->saddr;
+	ep = bpf_map_lookup_elem(&endpoints, &ek);
+	if (!ep)
+		return REASON_UNKNOWN_PEER;
+
+	gre = (void *)ip + ihl;
+	if ((void *)(gre + 2) > data_end)
+		return REASON_TRUNCATED;
+	flags = bpf_ntohs(gre[0]);
+	/* The order follows ip_gre: header sanity, then tunnel match, then
+	 * payload type, so a counter names the first thing ip_gre would
+	 * have objected to. */
+	if (flags & GRE_VERSION)
+		return REASON_BAD_VERSION;
+	if (flags & GRE_ROUTING)
+		return REASON_ROUTING;
+	if (flags & GRE_CSUM)
+		return REASON_CSUM_FLAG;
+	if (flags & GRE_SEQ)
+		return REASON_SEQ_FLAG;
+	if (flags & GRE_KEY) {
+		__be32 *key = (void *)(gre + 2);
+
+		if ((void *)(key + 1) > data_end)
+			return REASON_TRUNCATED;
+		if (!(ep->flags & TUNNEL_F_KEY) || *key != ep->key)
+			return REASON_KEY_MISMATCH;
+		glen = GRE_KEY_HLEN;
+	} else if (ep->flags & TUNNEL_F_KEY) {
+		return REASON_KEY_MISMATCH;
+	}
+	if (gre[1] != bpf_htons(ETH_P_IP))
+		return REASON_UNKNOWN_INNER;
+
+	inner = (void *)gre + glen;
+	if ((void *)(inner + 1) > data_end)
+		return REASON_TRUNCATED;
+	if (inner->version != 4)
+		return REASON_UNKNOWN_INNER;
+	d->inner_len = bpf_ntohs(inner->tot_len);
+	if (inner->ihl < 5 || d->inner_len < sizeof(*inner) ||
+	    d->inner_len > tot - ihl - glen)
+		return REASON_TRUNCATED;
+
+	d->tunnel_id = ep->tunnel_id;
+	d->strip = ihl + glen;
+	return REASON_NONE;
+}

@@ -1,0 +1,118 @@
+/* Wire format and map layouts shared by every grebpf program and, through
+ * bpf2go -type, by the Go control plane. Changing a layout here changes the
+ * pinned maps: bump nothing silently, the loader refuses incompatible pins. */
+#pragma once
+
+#include <linux/types.h>
+
+#define MAX_TUNNELS 16384
+#define MAX_ROUTES 131072
+#define TUNNEL_NAME_LEN 16
+
+/* GRE header bits (RFC 2784 / RFC 2890), host order of the first 16 bits. */
+#define GRE_CSUM 0x8000
+#define GRE_ROUTING 0x4000
+#define GRE_KEY 0x2000
+#define GRE_SEQ 0x1000
+#define GRE_VERSION 0x0007
+
+#define GRE_HLEN 4
+#define GRE_KEY_HLEN 8
+
+enum tunnel_flag {
+	TUNNEL_F_KEY = 1 << 0,         /* send and require the GRE key */
+	TUNNEL_F_TOS_INHERIT = 1 << 1, /* outer DSCP from the inner header */
+	TUNNEL_F_ADDR_OWNED = 1 << 2,  /* control plane added the overlay address */
+};
+
+/* tunnels map value, indexed by tunnel id (0 is never used). The fields
+ * after tos are read only by the control plane: they are what attach put in
+ * the kernel and what detach must take out again. */
+struct tunnel {
+	__be32 local;  /* outer source */
+	__be32 remote; /* outer destination */
+	__be32 key;    /* GRE key, network order, used when TUNNEL_F_KEY */
+	__u32 flags;
+	__u8 ttl; /* 0 inherits the inner TTL, as ip_gre does */
+	__u8 tos; /* fixed outer DSCP when not TUNNEL_F_TOS_INHERIT */
+	__u16 mtu;
+	__be32 overlay_local;
+	__be32 overlay_remote;
+	char name[TUNNEL_NAME_LEN];
+};
+
+/* routes map: LPM trie from inner destination prefix to tunnel id. */
+struct route_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+/* endpoints map: what decap accepts, keyed by the outer addresses as they
+ * appear in a received packet (our address first). */
+struct endpoint_key {
+	__be32 local;
+	__be32 remote;
+};
+
+struct endpoint {
+	__u32 tunnel_id;
+	__u32 flags; /* TUNNEL_F_KEY: packets must carry key */
+	__be32 key;
+};
+
+/* tunnel_stats map value, per CPU, indexed by tunnel id. Bytes are inner
+ * IPv4 bytes, as an ip_gre netdev counts them. */
+struct tunnel_counters {
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 tx_packets;
+	__u64 tx_bytes;
+};
+
+/* Why a packet was not encapsulated or decapsulated. reason_stats counts
+ * each, per CPU. The numbering is ABI: append only. */
+enum reason {
+	REASON_NONE = 0,
+	REASON_NOT_GRE,        /* pass: not IPv4 protocol 47 */
+	REASON_TRUNCATED,      /* drop: a header is shorter than it claims */
+	REASON_OUTER_CHECKSUM, /* drop: outer IPv4 header checksum is wrong */
+	REASON_OUTER_FRAGMENT, /* pass: outer fragment, left to the stack */
+	REASON_UNKNOWN_PEER,   /* pass: no endpoint for this (dst, src) */
+	REASON_BAD_VERSION,    /* drop: GRE version is not 0 */
+	REASON_ROUTING,        /* drop: GRE routing bit set */
+	REASON_CSUM_FLAG,      /* drop: GRE checksum not supported yet */
+	REASON_SEQ_FLAG,       /* drop: GRE sequence numbers not supported yet */
+	REASON_KEY_MISMATCH,   /* drop: key missing, unexpected or wrong */
+	REASON_UNKNOWN_INNER,  /* drop: inner protocol is not IPv4 */
+	REASON_DECAP_FAILED,   /* drop: the kernel refused to strip headers */
+	REASON_NO_TUNNEL,      /* drop: route points at an unconfigured tunnel */
+	REASON_ENCAP_FAILED,   /* drop: the kernel refused to grow headroom */
+	REASON_NO_OUTER_ROUTE, /* drop: no route to the tunnel's remote */
+	REASON_OUTER_TOO_BIG,  /* drop: encapsulated packet exceeds the WAN MTU */
+	REASON_MAX,
+};
+
+enum decap_attach {
+	DECAP_XDP = 1,
+	DECAP_TC = 2,
+};
+
+enum tc_attach {
+	TC_TCX = 1,
+	TC_CLSACT = 2,
+};
+
+enum attachment_flag {
+	ATTACH_F_XDP_GENERIC = 1 << 0,
+	ATTACH_F_CLSACT_OWNED = 1 << 1, /* control plane added the clsact qdisc */
+	ATTACH_F_GRO_OWNED = 1 << 2,    /* control plane turned GRO on */
+};
+
+/* attachments map: one entry saying where and how the programs are attached,
+ * so that show and detach work from the pins alone. */
+struct attachment {
+	__u32 ifindex;
+	enum decap_attach decap;
+	enum tc_attach tc;
+	__u32 flags;
+};

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/grebpf/grebpf/internal/config"
+	"github.com/grebpf/grebpf/loader"
+)
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// attachRouter turns attach's flags into a router: either --config FILE,
+// or one tunnel described by flags.
+func attachRouter(g *globals, args []string) (config.Router, error) {
+	fs := newFlags(g, "attach", "attach --dev WAN --local A --remote B --overlay X --peer Y --route PREFIX… | attach --config FILE")
+	var (
+		r      config.Router
+		t      config.Tunnel
+		routes listFlag
+		file   string
+	)
+	fs.StringVar(&file, "config", "", "YAML file describing the router (device, tunnels, routes)")
+	fs.StringVar(&r.Device, "dev", "", "WAN device")
+	fs.StringVar(&r.Decap, "decap", "", "where to decapsulate: auto, xdp or tc (default auto: tc on veth, xdp elsewhere)")
+	fs.BoolVar(&r.XDPGeneric, "xdp-generic", false, "attach XDP in generic (skb) mode")
+	fs.StringVar(&r.TC, "tc", "", "TC attach: auto, tcx or clsact (default auto: tcx where the kernel has it)")
+	fs.StringVar(&t.Name, "name", "", "tunnel name (default gre1)")
+	fs.StringVar(&t.Local, "local", "", "outer source address (this router's WAN address)")
+	fs.StringVar(&t.Remote, "remote", "", "outer destination address (the peer's WAN address)")
+	fs.StringVar(&t.Key, "key", "", "GRE key (RFC 2890); none if empty")
+	fs.StringVar(&t.TTL, "ttl", "", "outer TTL: 1..255 or inherit (default 64)")
+	fs.StringVar(&t.TOS, "tos", "", "outer TOS: inherit or 0..255 (default inherit; ECN always follows the inner header)")
+	fs.StringVar(&t.Overlay, "overlay", "", "this side's tunnel address")
+	fs.StringVar(&t.Peer, "peer", "", "the other side's tunnel address")
+	fs.Var(&routes, "route", "inner prefix to send through the tunnel (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return r, err
+	}
+	t.Routes = routes
+	tunnelFlags := false
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "name", "local", "remote", "key", "ttl", "tos", "overlay", "peer", "route":
+			tunnelFlags = true
+		}
+	})
+	if file == "" {
+		if tunnelFlags {
+			r.Tunnels = []config.Tunnel{t}
+		}
+		return r, nil
+	}
+	if tunnelFlags {
+		return r, errors.New("attach: give either --config or tunnel flags, not both")
+	}
+	fromFile, err := config.Load(file)
+	if err != nil {
+		return r, err
+	}
+	// Flags given next to --config override the file's device-level settings.
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "dev":
+			fromFile.Device = r.Device
+		case "decap":
+			fromFile.Decap = r.Decap
+		case "xdp-generic":
+			fromFile.XDPGeneric = r.XDPGeneric
+		case "tc":
+			fromFile.TC = r.TC
+		}
+	})
+	return fromFile, nil
+}
+
+func runAttach(g *globals, args []string) error {
+	r, err := attachRouter(g, args)
+	if err != nil {
+		return err
+	}
+	ns, err := g.nsName()
+	if err != nil {
+		return err
+	}
+	rep, err := loader.Attach(ns, r)
+	if err != nil {
+		return err
+	}
+	verb := "attached"
+	if !rep.Changed {
+		verb = "already attached, nothing changed"
+	}
+	mode := "decap " + rep.Decap
+	if rep.XDPMode != "" {
+		mode += " (" + rep.XDPMode + ")"
+	}
+	fmt.Fprintf(g.out, "%s: %s on %s in %s, %s, encap tc egress via %s\n", "grebpf", verb, rep.Device, ns, mode, rep.TC)
+	return nil
+}

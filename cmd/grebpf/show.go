@@ -1,0 +1,130 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/grebpf/grebpf/loader"
+	"github.com/grebpf/grebpf/maps"
+)
+
+type showTunnel struct {
+	Name    string  `json:"name"`
+	ID      uint32  `json:"id"`
+	Local   string  `json:"local"`
+	Remote  string  `json:"remote"`
+	Key     *uint32 `json:"key"`
+	TTL     string  `json:"ttl"`
+	TOS     string  `json:"tos"`
+	Overlay string  `json:"overlay"`
+	Peer    string  `json:"peer"`
+	MTU     uint16  `json:"mtu"`
+}
+
+type showRoute struct {
+	Prefix string `json:"prefix"`
+	Tunnel string `json:"tunnel"`
+}
+
+type showOut struct {
+	Netns   string       `json:"netns"`
+	Device  string       `json:"device"`
+	Decap   string       `json:"decap"`
+	XDPMode string       `json:"xdp_mode,omitempty"`
+	GRO     bool         `json:"gro_turned_on"`
+	TC      string       `json:"tc"`
+	DecapL3 bool         `json:"kernel_adjust_room_decap_l3"`
+	Pins    string       `json:"pins"`
+	Tunnels []showTunnel `json:"tunnels"`
+	Routes  []showRoute  `json:"routes"`
+}
+
+func runShow(g *globals, args []string) error {
+	fs := newFlags(g, "show", "show [--json]")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ns, err := g.nsName()
+	if err != nil {
+		return err
+	}
+	st, err := loader.ReadState(ns)
+	if err != nil {
+		return err
+	}
+	decapL3, err := loader.ProbeDecapL3()
+	if err != nil {
+		return err
+	}
+	out := showOut{
+		Netns: ns, Device: st.Device, Decap: st.DecapName(), TC: st.TCName(),
+		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, DecapL3: decapL3, Pins: st.Dir,
+		Tunnels: []showTunnel{}, Routes: []showRoute{},
+	}
+	if out.Decap == "xdp" {
+		out.XDPMode = "native"
+		if st.Attachment.Flags&maps.AttachXDPGeneric != 0 {
+			out.XDPMode = "generic"
+		}
+	}
+	names := map[uint32]string{}
+	for _, t := range st.Tunnels {
+		names[t.ID] = t.Name
+		ttl, tos := fmt.Sprint(t.TTL), fmt.Sprint(t.TOS)
+		if t.TTL == 0 {
+			ttl = "inherit"
+		}
+		if t.TOSInherit {
+			tos = "inherit"
+		}
+		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.ID, t.Local.String(), t.Remote.String(), t.Key,
+			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU})
+	}
+	for _, r := range st.Routes {
+		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), names[r.TunnelID]})
+	}
+	if *asJSON {
+		enc := json.NewEncoder(g.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	decap := out.Decap
+	if out.XDPMode != "" {
+		decap += " " + out.XDPMode
+		if out.GRO {
+			decap += ", GRO turned on"
+		}
+	} else {
+		decap += " ingress"
+	}
+	fmt.Fprintf(g.out, "netns %s  device %s\n", out.Netns, out.Device)
+	fmt.Fprintf(g.out, "decap %s  encap tc egress  tc attach %s\n", decap, out.TC)
+	fmt.Fprintf(g.out, "kernel: adjust_room DECAP_L3_IPV4 %s\n", yesNo(out.DecapL3))
+	fmt.Fprintf(g.out, "pins %s\n\n", out.Pins)
+	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU")
+	for _, t := range out.Tunnels {
+		key := "none"
+		if t.Key != nil {
+			key = fmt.Sprint(*t.Key)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, t.Overlay, t.Peer, t.MTU)
+	}
+	w.Flush()
+	fmt.Fprintln(g.out)
+	w = tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ROUTE\tTUNNEL")
+	for _, r := range out.Routes {
+		fmt.Fprintf(w, "%s\t%s\n", r.Prefix, r.Tunnel)
+	}
+	return w.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

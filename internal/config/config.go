@@ -1,0 +1,262 @@
+// Package config describes a grebpf router (a WAN device and its tunnels),
+// read from flags or a YAML file, and checks it before anything is applied.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/grebpf/grebpf/maps"
+)
+
+// Decap attach points.
+const (
+	DecapAuto = "auto"
+	DecapXDP  = "xdp"
+	DecapTC   = "tc"
+)
+
+// TC attach methods.
+const (
+	TCAuto   = "auto"
+	TCX      = "tcx"
+	TCClsact = "clsact"
+)
+
+// DefaultTTL is the outer TTL: fixed, so the WAN path never shows up in a
+// traceroute through the tunnel.
+const DefaultTTL = 64
+
+// Router is everything attach applies to one network namespace.
+type Router struct {
+	Device string `yaml:"device"`
+	// Decap is where decapsulation runs: auto, xdp or tc.
+	Decap string `yaml:"decap"`
+	// XDPGeneric attaches XDP in generic (skb) mode instead of native.
+	XDPGeneric bool `yaml:"xdp_generic"`
+	// TC is how TC programs attach: auto (tcx where the kernel has it), tcx, clsact.
+	TC      string   `yaml:"tc"`
+	Tunnels []Tunnel `yaml:"tunnels"`
+}
+
+// Tunnel is one GRE tunnel and the inner prefixes routed into it.
+type Tunnel struct {
+	Name   string `yaml:"name"`
+	Local  string `yaml:"local"`
+	Remote string `yaml:"remote"`
+	// Key is the GRE key; empty means none.
+	Key string `yaml:"key"`
+	// TTL is the outer TTL, 1..255, or "inherit"; empty means 64.
+	TTL string `yaml:"ttl"`
+	// TOS is "inherit" (the default) or a fixed value 0..255.
+	TOS string `yaml:"tos"`
+	// Overlay is this side's tunnel address, Peer the other side's.
+	Overlay string   `yaml:"overlay"`
+	Peer    string   `yaml:"peer"`
+	Routes  []string `yaml:"routes"`
+}
+
+// Load reads a YAML router description.
+func Load(path string) (Router, error) {
+	var r Router
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&r); err != nil {
+		return r, fmt.Errorf("config %s: %v", path, err)
+	}
+	return r, nil
+}
+
+// Plan is a validated router: what goes into the maps and the kernel.
+type Plan struct {
+	Device     string
+	Decap      string
+	XDPGeneric bool
+	TC         string
+	Tunnels    []maps.Tunnel
+	Routes     []maps.Route
+}
+
+// Validate checks r and turns it into a Plan. wanMTU sizes the route MTU.
+// Every error names the field and what to write instead.
+func (r Router) Validate(wanMTU int) (Plan, error) {
+	p := Plan{Device: r.Device, Decap: r.Decap, XDPGeneric: r.XDPGeneric, TC: r.TC}
+	if p.Device == "" {
+		return p, fmt.Errorf("no WAN device: give --dev NAME (or device: in the config)")
+	}
+	switch p.Decap {
+	case "":
+		p.Decap = DecapAuto
+	case DecapAuto, DecapXDP, DecapTC:
+	default:
+		return p, fmt.Errorf("decap %q: use auto, xdp or tc", p.Decap)
+	}
+	switch p.TC {
+	case "":
+		p.TC = TCAuto
+	case TCAuto, TCX, TCClsact:
+	default:
+		return p, fmt.Errorf("tc %q: use auto, tcx or clsact", p.TC)
+	}
+	if p.XDPGeneric && p.Decap == DecapTC {
+		return p, fmt.Errorf("xdp-generic makes no sense with decap tc: drop one of them")
+	}
+	if len(r.Tunnels) == 0 {
+		return p, fmt.Errorf("no tunnel: give --local, --remote, --overlay, --peer (or tunnels: in the config)")
+	}
+	names := map[string]bool{}
+	endpoints := map[[2]netip.Addr]string{}
+	for i, t := range r.Tunnels {
+		mt, routes, err := t.plan(uint32(i+1), wanMTU)
+		if err != nil {
+			return p, err
+		}
+		if names[mt.Name] {
+			return p, fmt.Errorf("tunnel name %q used twice: give each tunnel its own name", mt.Name)
+		}
+		names[mt.Name] = true
+		ep := [2]netip.Addr{mt.Local, mt.Remote}
+		if other, dup := endpoints[ep]; dup {
+			return p, fmt.Errorf("tunnels %s and %s both run %s → %s: one tunnel per endpoint pair", other, mt.Name, mt.Local, mt.Remote)
+		}
+		endpoints[ep] = mt.Name
+		p.Tunnels = append(p.Tunnels, mt)
+		p.Routes = append(p.Routes, routes...)
+	}
+	if err := checkOverlaps(p); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+func parseAddr(field, name, s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return a, fmt.Errorf("tunnel %s: %s %q is not an IPv4 address (e.g. 10.0.0.1)", name, field, s)
+	}
+	return a, nil
+}
+
+func (t Tunnel) plan(id uint32, wanMTU int) (maps.Tunnel, []maps.Route, error) {
+	mt := maps.Tunnel{ID: id, Name: t.Name, TTL: DefaultTTL, TOSInherit: true}
+	if mt.Name == "" {
+		mt.Name = fmt.Sprintf("gre%d", id)
+	}
+	if len(mt.Name) > 15 || strings.ContainsAny(mt.Name, " \t/") {
+		return mt, nil, fmt.Errorf("tunnel name %q: use at most 15 characters, no spaces or slashes", mt.Name)
+	}
+	var err error
+	for _, f := range []struct {
+		field string
+		val   string
+		dst   *netip.Addr
+	}{
+		{"local", t.Local, &mt.Local},
+		{"remote", t.Remote, &mt.Remote},
+		{"overlay", t.Overlay, &mt.OverlayLocal},
+		{"peer", t.Peer, &mt.OverlayRemote},
+	} {
+		if f.val == "" {
+			return mt, nil, fmt.Errorf("tunnel %s: missing %s address: give --%s A.B.C.D", mt.Name, f.field, f.field)
+		}
+		if *f.dst, err = parseAddr(f.field, mt.Name, f.val); err != nil {
+			return mt, nil, err
+		}
+	}
+	if mt.Local == mt.Remote || mt.OverlayLocal == mt.OverlayRemote {
+		return mt, nil, fmt.Errorf("tunnel %s: both ends have the same address: check local/remote and overlay/peer", mt.Name)
+	}
+	if t.Key != "" {
+		k, err := strconv.ParseUint(t.Key, 0, 32)
+		if err != nil {
+			return mt, nil, fmt.Errorf("tunnel %s: key %q: use a number 0..4294967295", mt.Name, t.Key)
+		}
+		k32 := uint32(k)
+		mt.Key = &k32
+	}
+	switch t.TTL {
+	case "":
+	case "inherit":
+		mt.TTL = 0
+	default:
+		v, err := strconv.ParseUint(t.TTL, 10, 8)
+		if err != nil || v == 0 {
+			return mt, nil, fmt.Errorf("tunnel %s: ttl %q: use 1..255 or inherit", mt.Name, t.TTL)
+		}
+		mt.TTL = uint8(v)
+	}
+	switch t.TOS {
+	case "", "inherit":
+	default:
+		v, err := strconv.ParseUint(t.TOS, 0, 8)
+		if err != nil {
+			return mt, nil, fmt.Errorf("tunnel %s: tos %q: use inherit or 0..255", mt.Name, t.TOS)
+		}
+		mt.TOSInherit = false
+		mt.TOS = uint8(v)
+	}
+	mtu := wanMTU - mt.Overhead()
+	if mtu < 576 {
+		return mt, nil, fmt.Errorf("tunnel %s: WAN MTU %d leaves %d for the tunnel; raise the WAN MTU to at least %d", mt.Name, wanMTU, mtu, 576+mt.Overhead())
+	}
+	mt.MTU = uint16(mtu)
+
+	// The peer's overlay address is always routed into the tunnel, so it
+	// answers ping and is hop 2 of a traceroute.
+	routes := []maps.Route{{Prefix: netip.PrefixFrom(mt.OverlayRemote, 32), TunnelID: id}}
+	for _, s := range t.Routes {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil || !pfx.Addr().Is4() {
+			return mt, nil, fmt.Errorf("tunnel %s: route %q is not an IPv4 prefix (e.g. 172.16.200.0/24)", mt.Name, s)
+		}
+		if pfx != pfx.Masked() {
+			return mt, nil, fmt.Errorf("tunnel %s: route %s has host bits set: did you mean %s?", mt.Name, pfx, pfx.Masked())
+		}
+		routes = append(routes, maps.Route{Prefix: pfx, TunnelID: id})
+	}
+	return mt, routes, nil
+}
+
+// checkOverlaps refuses prefixes that overlap each other or a tunnel's
+// outer endpoint: the route map is longest-prefix-match, and an overlap
+// almost always means a typo. Sorted by start address (shorter first), two
+// prefixes overlap only if neighbours do, so this is O(n log n) for the
+// 100,000-route case.
+func checkOverlaps(p Plan) error {
+	rs := slices.Clone(p.Routes)
+	slices.SortFunc(rs, func(a, b maps.Route) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
+	for i := 1; i < len(rs); i++ {
+		if rs[i-1].Prefix.Overlaps(rs[i].Prefix) {
+			return fmt.Errorf("route %s overlaps route %s: remove one or make them disjoint", rs[i-1].Prefix, rs[i].Prefix)
+		}
+	}
+	for _, t := range p.Tunnels {
+		// The last prefix starting at or below the remote is the only one
+		// that can contain it, since the prefixes are disjoint.
+		i, _ := slices.BinarySearchFunc(rs, t.Remote, func(r maps.Route, a netip.Addr) int {
+			return r.Prefix.Addr().Compare(a)
+		})
+		for _, j := range []int{i - 1, i} {
+			if j >= 0 && j < len(rs) && rs[j].Prefix.Contains(t.Remote) {
+				return fmt.Errorf("route %s contains tunnel %s's remote %s, which would loop: narrow the prefix", rs[j].Prefix, t.Name, t.Remote)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+// Package lab builds the reference site-to-site scenario (DESIGN §2) in
+// five network namespaces, with no tunnel, a grebpf tunnel or an ip_gre
+// tunnel between r1 and r2.
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/grebpf/grebpf/internal/config"
+	"github.com/grebpf/grebpf/internal/netns"
+	"github.com/grebpf/grebpf/loader"
+)
+
+// Namespaces of the lab, in build order.
+var Namespaces = []string{"lan1", "r1", "wan", "r2", "lan2"}
+
+// Tunnel modes.
+const (
+	TunnelNone   = "none"
+	TunnelBPF    = "bpf"
+	TunnelKernel = "kernel"
+)
+
+// topology is the lab without a tunnel. The WAN router blackholes private
+// space, so nothing crosses it unencapsulated: traceroute shows * * * there.
+var topology = [][]string{
+	{"link", "add", "eth0", "netns", "lan1", "type", "veth", "peer", "name", "lan1", "netns", "r1"},
+	{"link", "add", "wan1", "netns", "r1", "type", "veth", "peer", "name", "r1", "netns", "wan"},
+	{"link", "add", "wan2", "netns", "r2", "type", "veth", "peer", "name", "r2", "netns", "wan"},
+	{"link", "add", "eth0", "netns", "lan2", "type", "veth", "peer", "name", "lan2", "netns", "r2"},
+
+	{"-n", "lan1", "addr", "add", "172.16.100.1/24", "dev", "eth0"},
+	{"-n", "r1", "addr", "add", "172.16.100.254/24", "dev", "lan1"},
+	{"-n", "r1", "addr", "add", "10.100.0.1/24", "dev", "wan1"},
+	{"-n", "wan", "addr", "add", "10.100.0.254/24", "dev", "r1"},
+	{"-n", "wan", "addr", "add", "10.200.0.254/24", "dev", "r2"},
+	{"-n", "r2", "addr", "add", "10.200.0.1/24", "dev", "wan2"},
+	{"-n", "r2", "addr", "add", "172.16.200.254/24", "dev", "lan2"},
+	{"-n", "lan2", "addr", "add", "172.16.200.1/24", "dev", "eth0"},
+
+	{"-n", "lan1", "link", "set", "lo", "up"}, {"-n", "lan1", "link", "set", "eth0", "up"},
+	{"-n", "r1", "link", "set", "lo", "up"}, {"-n", "r1", "link", "set", "lan1", "up"}, {"-n", "r1", "link", "set", "wan1", "up"},
+	{"-n", "wan", "link", "set", "lo", "up"}, {"-n", "wan", "link", "set", "r1", "up"}, {"-n", "wan", "link", "set", "r2", "up"},
+	{"-n", "r2", "link", "set", "lo", "up"}, {"-n", "r2", "link", "set", "wan2", "up"}, {"-n", "r2", "link", "set", "lan2", "up"},
+	{"-n", "lan2", "link", "set", "lo", "up"}, {"-n", "lan2", "link", "set", "eth0", "up"},
+
+	{"-n", "lan1", "route", "add", "default", "via", "172.16.100.254"},
+	{"-n", "r1", "route", "add", "default", "via", "10.100.0.254"},
+	{"-n", "r2", "route", "add", "default", "via", "10.200.0.254"},
+	{"-n", "lan2", "route", "add", "default", "via", "172.16.200.254"},
+	{"-n", "wan", "route", "add", "blackhole", "172.16.0.0/12"},
+	{"-n", "wan", "route", "add", "blackhole", "192.168.0.0/16"},
+}
+
+// Router is the grebpf configuration of r1 or r2 in the lab.
+func Router(name string) config.Router {
+	t := config.Tunnel{Name: "gre1", Local: "10.100.0.1", Remote: "10.200.0.1",
+		Overlay: "192.168.1.1", Peer: "192.168.1.2", Routes: []string{"172.16.200.0/24"}}
+	dev := "wan1"
+	if name == "r2" {
+		t = config.Tunnel{Name: "gre1", Local: "10.200.0.1", Remote: "10.100.0.1",
+			Overlay: "192.168.1.2", Peer: "192.168.1.1", Routes: []string{"172.16.100.0/24"}}
+		dev = "wan2"
+	}
+	return config.Router{Device: dev, Tunnels: []config.Tunnel{t}}
+}
+
+// kernelTunnel is the same configuration as Router, realised with ip_gre.
+func kernelTunnel(name string) [][]string {
+	r := Router(name)
+	t := r.Tunnels[0]
+	return [][]string{
+		{"-n", name, "tunnel", "add", "gre1", "mode", "gre", "local", t.Local, "remote", t.Remote, "ttl", "64", "tos", "inherit", "pmtudisc"},
+		{"-n", name, "addr", "add", t.Overlay + "/32", "peer", t.Peer + "/32", "dev", "gre1"},
+		{"-n", name, "link", "set", "gre1", "up"},
+		{"-n", name, "route", "add", t.Routes[0], "dev", "gre1", "src", t.Overlay},
+	}
+}
+
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func sysctl(ns, key, val string) error {
+	out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", key+"="+val).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("sysctl %s=%s in %s: %s", key, val, ns, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// HaveIPGRE says whether this kernel can make an ip_gre tunnel.
+func HaveIPGRE() bool {
+	if _, err := os.Stat("/sys/module/ip_gre"); err == nil {
+		return true
+	}
+	return exec.Command("modprobe", "-q", "ip_gre").Run() == nil
+}
+
+// Up builds the lab with the given tunnel. A partial lab is torn down.
+func Up(tunnel string) (err error) {
+	switch tunnel {
+	case TunnelNone, TunnelBPF:
+	case TunnelKernel:
+		if !HaveIPGRE() {
+			return errors.New("this kernel has no ip_gre (modprobe ip_gre fails): use --tunnel bpf, or run it in a VM with make test-vm")
+		}
+	default:
+		return fmt.Errorf("tunnel %q: use none, bpf or kernel", tunnel)
+	}
+	for _, ns := range Namespaces {
+		if netns.Exists(ns) {
+			return fmt.Errorf("namespace %s already exists: run grebpf lab down first", ns)
+		}
+	}
+	defer func() {
+		if err != nil {
+			Down()
+		}
+	}()
+	for _, ns := range Namespaces {
+		if err := ip("netns", "add", ns); err != nil {
+			return err
+		}
+	}
+	for _, args := range topology {
+		if err := ip(args...); err != nil {
+			return err
+		}
+	}
+	for _, ns := range []string{"r1", "wan", "r2"} {
+		if err := sysctl(ns, "net.ipv4.ip_forward", "1"); err != nil {
+			return err
+		}
+	}
+	switch tunnel {
+	case TunnelBPF:
+		// r2 first: its decap must be live before r1 starts encapsulating.
+		for _, r := range []string{"r2", "r1"} {
+			err := netns.Do(r, func() error {
+				_, err := loader.Attach(r, Router(r))
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("attach grebpf in %s: %w", r, err)
+			}
+		}
+	case TunnelKernel:
+		for _, r := range []string{"r2", "r1"} {
+			for _, args := range kernelTunnel(r) {
+				if err := ip(args...); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Down detaches any grebpf data plane in the lab and deletes its
+// namespaces. Missing pieces are fine.
+func Down() error {
+	var errs []error
+	for _, ns := range Namespaces {
+		if !netns.Exists(ns) {
+			continue
+		}
+		if loader.Attached(ns) {
+			errs = append(errs, netns.Do(ns, func() error { return loader.Detach(ns) }))
+		}
+		errs = append(errs, ip("netns", "del", ns))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,95 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/grebpf/grebpf/bpf"
+	"github.com/grebpf/grebpf/internal/routing"
+	"github.com/grebpf/grebpf/maps"
+)
+
+// ErrNotAttached is returned by Detach when there is nothing to detach.
+var ErrNotAttached = errors.New("nothing attached")
+
+// Detach removes everything Attach created in ns: kernel routes,
+// neighbours and overlay addresses, programs, links, filters, the clsact
+// qdisc and GRO setting if attach added them, maps and pins.
+func Detach(ns string) error {
+	if !Attached(ns) {
+		return fmt.Errorf("%w in network namespace %s", ErrNotAttached, ns)
+	}
+	return detachDir(Dir(ns))
+}
+
+// detachDir works from the pins alone, so it also finishes a half-done
+// attach. It carries on past errors and reports them all.
+func detachDir(dir string) error {
+	var errs []error
+	d := &Dataplane{Dir: dir}
+	att := maps.Attachment{}
+	if m, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.GrebpfMapAttachments), nil); err == nil {
+		d.Maps.Attachments = m
+		att, _ = maps.ReadAttachment(&d.Maps)
+		m.Close()
+	}
+	var tunnels []maps.Tunnel
+	if m, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.GrebpfMapTunnels), nil); err == nil {
+		d.Maps.Tunnels = m
+		tunnels, _ = maps.Tunnels(&d.Maps)
+		m.Close()
+	}
+	idx := int(att.Ifindex)
+	dev, devErr := netlink.LinkByIndex(idx)
+	if idx != 0 && devErr == nil {
+		errs = append(errs, routing.Remove(idx, tunnels, true))
+		if att.Tc == bpf.GrebpfTcAttachTC_CLSACT {
+			for _, hook := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+				if hook == ebpf.AttachTCXIngress && att.Decap != bpf.GrebpfDecapAttachDECAP_TC {
+					continue
+				}
+				if err := netlink.FilterDel(clsactFilter(idx, hook)); err != nil && !os.IsNotExist(err) {
+					errs = append(errs, fmt.Errorf("delete cls_bpf filter: %w", err))
+				}
+			}
+			if att.Flags&maps.AttachClsactOwned != 0 {
+				errs = append(errs, removeClsactIfEmpty(dev))
+			}
+		}
+		if att.Flags&maps.AttachGROOwned != 0 {
+			errs = append(errs, setGRO(dev.Attrs().Name, false))
+		}
+	}
+	// Unlinking the pins drops the last reference to links, programs and
+	// maps: the kernel detaches the links as they go.
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, fmt.Errorf("remove pins: %w", err))
+	}
+	os.Remove(filepath.Dir(dir)) // the grebpf root, if no other namespace uses it
+	return errors.Join(errs...)
+}
+
+func removeClsactIfEmpty(dev netlink.Link) error {
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		fs, err := netlink.FilterList(dev, parent)
+		if err != nil {
+			return fmt.Errorf("list filters: %w", err)
+		}
+		if len(fs) > 0 {
+			return nil // someone else's filters live there: leave the qdisc
+		}
+	}
+	q := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := netlink.QdiscDel(q); err != nil {
+		return fmt.Errorf("delete clsact qdisc: %w", err)
+	}
+	return nil
+}

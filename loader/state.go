@@ -1,0 +1,64 @@
+package loader
+
+import (
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/grebpf/grebpf/maps"
+)
+
+// TunnelState is a tunnel with its counters.
+type TunnelState struct {
+	maps.Tunnel
+	maps.Counters
+}
+
+// State is everything show and stats report about a data plane.
+type State struct {
+	Netns      string
+	Dir        string
+	Device     string
+	Attachment maps.Attachment
+	Tunnels    []TunnelState
+	Routes     []maps.Route
+	Reasons    []uint64 // indexed by maps.Reason
+}
+
+// ReadState reads a pinned data plane.
+func ReadState(ns string) (State, error) {
+	s := State{Netns: ns}
+	d, err := Open(ns)
+	if err != nil {
+		return s, err
+	}
+	defer d.Close()
+	s.Dir = d.Dir
+	if s.Attachment, err = maps.ReadAttachment(&d.Maps); err != nil {
+		return s, err
+	}
+	s.Device = fmt.Sprintf("ifindex %d (gone)", s.Attachment.Ifindex)
+	if l, err := netlink.LinkByIndex(int(s.Attachment.Ifindex)); err == nil {
+		s.Device = l.Attrs().Name
+	}
+	ts, err := maps.Tunnels(&d.Maps)
+	if err != nil {
+		return s, err
+	}
+	for _, t := range ts {
+		c, err := maps.TunnelCounters(&d.Maps, t.ID)
+		if err != nil {
+			return s, err
+		}
+		s.Tunnels = append(s.Tunnels, TunnelState{t, c})
+	}
+	if s.Routes, err = maps.Routes(&d.Maps); err != nil {
+		return s, err
+	}
+	s.Reasons, err = maps.ReasonCounts(&d.Maps)
+	return s, err
+}
+
+// DecapName and TCName name the attach points recorded in an attachment.
+func (s State) DecapName() string { return decapName(s.Attachment.Decap) }
+func (s State) TCName() string    { return tcName(s.Attachment.Tc) }

@@ -160,6 +160,11 @@ int encap_tc(struct __sk_buff *skb)
 		count_tx(id, skb->gso_segs ? skb->gso_segs : 1, inner_len);
 		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 	}
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		/* An endpoint that does not forward: the helper will not look up
+		 * for us, so let bpf_redirect_neigh route the outer packet. */
+		count_tx(id, skb->gso_segs ? skb->gso_segs : 1, inner_len);
+		return bpf_redirect_neigh(skb->ifindex, NULL, 0, 0);
 	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
 		count_reason(REASON_OUTER_TOO_BIG);
 		return TC_ACT_SHOT;

@@ -1,0 +1,211 @@
+package bpf_test
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/grebpf/grebpf/bpf"
+	"github.com/grebpf/grebpf/maps"
+)
+
+func u32(v uint32) *uint32 { return &v }
+
+// decapProgs runs each case through both decap attach points.
+func decapProgs(objs *bpf.GrebpfObjects) []struct {
+	name       string
+	prog       *ebpf.Program
+	pass, drop uint32
+} {
+	return []struct {
+		name       string
+		prog       *ebpf.Program
+		pass, drop uint32
+	}{
+		{"xdp", objs.DecapXdp, xdpPass, xdpDrop},
+		{"tc", objs.DecapTc, tcOK, tcShot},
+	}
+}
+
+type decapCase struct {
+	name  string
+	key   *uint32 // the tunnel's configured key
+	frame func(tb testing.TB, inner []byte) []byte
+	// reason is the counter that must move by one; "" means decapsulated.
+	reason string
+	// xdpOnly: BPF_PROG_TEST_RUN refuses the frame for skb programs.
+	xdpOnly bool
+}
+
+func plainGRE() *layers.GRE { return &layers.GRE{Protocol: layers.EthernetTypeIPv4} }
+func keyedGRE(k uint32) *layers.GRE {
+	return &layers.GRE{Protocol: layers.EthernetTypeIPv4, KeyPresent: true, Key: k}
+}
+
+// fromR2 is a well-formed GRE frame from the configured peer.
+func fromR2(g *layers.GRE) func(testing.TB, []byte) []byte {
+	return func(tb testing.TB, inner []byte) []byte { return greFrame(tb, wanRemote, wanLocal, g, inner) }
+}
+
+// mangle edits a well-formed plain GRE frame; outer IPv4 starts at 14, GRE at 34.
+func mangle(g *layers.GRE, edit func(b []byte) []byte) func(testing.TB, []byte) []byte {
+	return func(tb testing.TB, inner []byte) []byte { return edit(greFrame(tb, wanRemote, wanLocal, g, inner)) }
+}
+
+// refreshOuterChecksum recomputes the outer header checksum after an edit,
+// so the case fails for the reason it is about.
+func refreshOuterChecksum(b []byte) []byte {
+	ihl := int(b[14]&0x0f) * 4
+	b[24], b[25] = 0, 0
+	var sum uint32
+	for i := 14; i < 14+ihl; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(b[24:], ^uint16(sum))
+	return b
+}
+
+var decapCases = []decapCase{
+	{name: "plain", frame: fromR2(plainGRE())},
+	{name: "keyed", key: u32(testKey), frame: fromR2(keyedGRE(testKey))},
+	{name: "outer options", frame: func(tb testing.TB, inner []byte) []byte {
+		eth := &layers.Ethernet{DstMAC: macR1, SrcMAC: macWAN, EthernetType: layers.EthernetTypeIPv4}
+		ip := &layers.IPv4{Version: 4, TTL: 64, Flags: layers.IPv4DontFragment, Protocol: layers.IPProtocolGRE,
+			SrcIP: wanRemote.AsSlice(), DstIP: wanLocal.AsSlice(),
+			Options: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}}
+		return serialize(tb, eth, ip, plainGRE(), gopacket.Payload(inner))
+	}},
+
+	{name: "arp", reason: "not-gre", frame: func(tb testing.TB, _ []byte) []byte {
+		eth := &layers.Ethernet{DstMAC: layers.EthernetBroadcast, SrcMAC: macWAN, EthernetType: layers.EthernetTypeARP}
+		arp := &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+			Operation: layers.ARPRequest, SourceHwAddress: macWAN, SourceProtAddress: wanRemote.AsSlice(),
+			DstHwAddress: make([]byte, 6), DstProtAddress: wanLocal.AsSlice()}
+		return serialize(tb, eth, arp)
+	}},
+	{name: "udp", reason: "not-gre", frame: func(tb testing.TB, _ []byte) []byte {
+		eth := &layers.Ethernet{DstMAC: macR1, SrcMAC: macWAN, EthernetType: layers.EthernetTypeIPv4}
+		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: wanRemote.AsSlice(), DstIP: wanLocal.AsSlice()}
+		udp := &layers.UDP{SrcPort: 4000, DstPort: 53}
+		udp.SetNetworkLayerForChecksum(ip)
+		return serialize(tb, eth, ip, udp, gopacket.Payload("dns?"))
+	}},
+	{name: "truncated outer header", reason: "truncated", xdpOnly: true, frame: mangle(plainGRE(), func(b []byte) []byte { return b[:14+16] })},
+	{name: "truncated gre header", reason: "truncated", frame: mangle(plainGRE(), func(b []byte) []byte {
+		binary.BigEndian.PutUint16(b[16:], 22) // outer IPv4 claims 2 bytes of GRE
+		return refreshOuterChecksum(b)
+	})},
+	{name: "truncated key", key: u32(testKey), reason: "truncated", frame: mangle(keyedGRE(testKey), func(b []byte) []byte {
+		b = b[:14+20+6]
+		binary.BigEndian.PutUint16(b[16:], 26)
+		return refreshOuterChecksum(b)
+	})},
+	{name: "truncated inner", reason: "truncated", frame: mangle(plainGRE(), func(b []byte) []byte {
+		binary.BigEndian.PutUint16(b[38+2:], 1400) // inner claims more than is there
+		return b
+	})},
+	{name: "outer length beyond frame", reason: "truncated", frame: mangle(plainGRE(), func(b []byte) []byte {
+		binary.BigEndian.PutUint16(b[16:], uint16(len(b)-14+1))
+		return refreshOuterChecksum(b)
+	})},
+	{name: "bad outer checksum", reason: "outer-checksum", frame: mangle(plainGRE(), func(b []byte) []byte {
+		b[24] ^= 0xff
+		return b
+	})},
+	{name: "outer fragment", reason: "outer-fragment", frame: mangle(plainGRE(), func(b []byte) []byte {
+		b[20] = 0x20 // MF, DF cleared
+		return refreshOuterChecksum(b)
+	})},
+	{name: "outer non-first fragment", reason: "outer-fragment", frame: mangle(plainGRE(), func(b []byte) []byte {
+		b[20], b[21] = 0x00, 0xb9
+		return refreshOuterChecksum(b)
+	})},
+	{name: "unknown peer", reason: "unknown-peer", frame: func(tb testing.TB, inner []byte) []byte {
+		return greFrame(tb, netip.MustParseAddr("10.200.0.99"), wanLocal, plainGRE(), inner)
+	}},
+	{name: "not our address", reason: "unknown-peer", frame: func(tb testing.TB, inner []byte) []byte {
+		return greFrame(tb, wanRemote, netip.MustParseAddr("10.100.0.2"), plainGRE(), inner)
+	}},
+	{name: "gre version 1", reason: "bad-version", frame: mangle(plainGRE(), func(b []byte) []byte {
+		b[35] |= 0x01
+		return b
+	})},
+	{name: "routing bit", reason: "routing", frame: mangle(plainGRE(), func(b []byte) []byte {
+		b[34] |= 0x40
+		return b
+	})},
+	{name: "checksum flag", reason: "csum-flag", frame: fromR2(&layers.GRE{Protocol: layers.EthernetTypeIPv4, ChecksumPresent: true})},
+	{name: "sequence flag", reason: "seq-flag", frame: fromR2(&layers.GRE{Protocol: layers.EthernetTypeIPv4, SeqPresent: true, Seq: 1})},
+	{name: "wrong key", key: u32(testKey), reason: "key-mismatch", frame: fromR2(keyedGRE(testKey + 1))},
+	{name: "missing key", key: u32(testKey), reason: "key-mismatch", frame: fromR2(plainGRE())},
+	{name: "unexpected key", reason: "key-mismatch", frame: fromR2(keyedGRE(testKey))},
+	{name: "inner ipv6", reason: "unknown-inner", frame: fromR2(&layers.GRE{Protocol: layers.EthernetTypeIPv6})},
+	{name: "inner ethernet", reason: "unknown-inner", frame: fromR2(&layers.GRE{Protocol: layers.EthernetTypeTransparentEthernetBridging})},
+	{name: "inner not ipv4", reason: "unknown-inner", frame: mangle(plainGRE(), func(b []byte) []byte {
+		b[38] = 0x65
+		return b
+	})},
+}
+
+func TestDecap(t *testing.T) {
+	inner := innerPacket(t, lan2Host, lan1Host, 0, 63)
+	for _, c := range decapCases {
+		t.Run(c.name, func(t *testing.T) {
+			objs := load(t, c.key)
+			for _, p := range decapProgs(objs) {
+				if c.xdpOnly && p.name != "xdp" {
+					continue
+				}
+				in := c.frame(t, inner)
+				before := snapshot(t, &objs.GrebpfMaps)
+				verdict, out := run(t, p.prog, in, nil)
+				reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
+
+				if c.reason == "" {
+					want := append(in[:14:14], inner...)
+					if verdict != p.pass {
+						t.Errorf("%s: verdict %d, want pass %d", p.name, verdict, p.pass)
+					}
+					if d := diff(out, want); d != "" {
+						t.Errorf("%s: decapsulated frame:%s", p.name, d)
+					}
+					if len(reasons) != 0 || tunnel != (maps.Counters{RxPackets: 1, RxBytes: uint64(len(inner))}) {
+						t.Errorf("%s: counters moved %v %+v, want rx 1 packet %d bytes only", p.name, reasons, tunnel, len(inner))
+					}
+					continue
+				}
+				want := p.drop
+				if !maps.ReasonDrops(reasonByName(t, c.reason)) {
+					want = p.pass
+				}
+				if verdict != want {
+					t.Errorf("%s: verdict %d, want %d", p.name, verdict, want)
+				}
+				if d := diff(out, in); d != "" && verdict == p.pass {
+					t.Errorf("%s: passed frame was changed:%s", p.name, d)
+				}
+				if len(reasons) != 1 || reasons[c.reason] != 1 || tunnel != (maps.Counters{}) {
+					t.Errorf("%s: counters moved %v %+v, want only %s +1", p.name, reasons, tunnel, c.reason)
+				}
+			}
+		})
+	}
+}
+
+func reasonByName(tb testing.TB, name string) maps.Reason {
+	tb.Helper()
+	for r := maps.Reason(0); r < bpf.GrebpfReasonREASON_MAX; r++ {
+		if maps.ReasonName(r) == name {
+			return r
+		}
+	}
+	tb.Fatalf("no reason %q", name)
+	return 0
+}

@@ -1,0 +1,152 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func r1() Router {
+	return Router{Device: "wan1", Tunnels: []Tunnel{{Name: "gre1", Local: "10.100.0.1", Remote: "10.200.0.1",
+		Overlay: "192.168.1.1", Peer: "192.168.1.2", Routes: []string{"172.16.200.0/24"}}}}
+}
+
+func TestValidateDefaults(t *testing.T) {
+	p, err := r1().Validate(1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Decap != DecapAuto || p.TC != TCAuto {
+		t.Errorf("decap %q tc %q", p.Decap, p.TC)
+	}
+	tun := p.Tunnels[0]
+	if tun.TTL != 64 || !tun.TOSInherit || tun.Key != nil || tun.MTU != 1476 || tun.ID != 1 {
+		t.Errorf("tunnel %+v", tun)
+	}
+	want := []string{"192.168.1.2/32", "172.16.200.0/24"}
+	if len(p.Routes) != 2 || p.Routes[0].Prefix.String() != want[0] || p.Routes[1].Prefix.String() != want[1] {
+		t.Errorf("routes %v, want %v", p.Routes, want)
+	}
+}
+
+func TestValidateKeyedMTU(t *testing.T) {
+	r := r1()
+	r.Tunnels[0].Key = "42"
+	r.Tunnels[0].TTL = "inherit"
+	r.Tunnels[0].TOS = "0x20"
+	p, err := r.Validate(1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun := p.Tunnels[0]
+	if tun.MTU != 1472 || *tun.Key != 42 || tun.TTL != 0 || tun.TOSInherit || tun.TOS != 0x20 {
+		t.Errorf("tunnel %+v", tun)
+	}
+}
+
+func TestValidateErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(r *Router)
+		want string
+	}{
+		{"no device", func(r *Router) { r.Device = "" }, "no WAN device"},
+		{"bad decap", func(r *Router) { r.Decap = "ebpf" }, "use auto, xdp or tc"},
+		{"bad tc", func(r *Router) { r.TC = "qdisc" }, "use auto, tcx or clsact"},
+		{"no tunnel", func(r *Router) { r.Tunnels = nil }, "no tunnel"},
+		{"bad local", func(r *Router) { r.Tunnels[0].Local = "10.100.0" }, `local "10.100.0" is not an IPv4 address`},
+		{"ipv6 remote", func(r *Router) { r.Tunnels[0].Remote = "2001:db8::1" }, "not an IPv4 address"},
+		{"missing peer", func(r *Router) { r.Tunnels[0].Peer = "" }, "missing peer address"},
+		{"bad prefix", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.0/33"} }, "is not an IPv4 prefix"},
+		{"host bits", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.1/24"} }, "did you mean 172.16.200.0/24"},
+		{"overlapping routes", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.0.0/16", "172.16.200.0/24"} }, "172.16.0.0/16 overlaps route 172.16.200.0/24"},
+		{"route over peer overlay", func(r *Router) { r.Tunnels[0].Routes = []string{"192.168.1.0/24"} }, "overlaps"},
+		{"route loops", func(r *Router) { r.Tunnels[0].Routes = []string{"10.200.0.0/16"} }, "contains tunnel gre1's remote 10.200.0.1"},
+		{"bad key", func(r *Router) { r.Tunnels[0].Key = "-1" }, "key \"-1\""},
+		{"bad ttl", func(r *Router) { r.Tunnels[0].TTL = "0" }, "use 1..255 or inherit"},
+		{"bad tos", func(r *Router) { r.Tunnels[0].TOS = "300" }, "use inherit or 0..255"},
+		{"same ends", func(r *Router) { r.Tunnels[0].Remote = "10.100.0.1" }, "same address"},
+		{"duplicate name", func(r *Router) {
+			t2 := r.Tunnels[0]
+			t2.Remote, t2.Peer, t2.Routes = "10.50.0.1", "192.168.2.2", nil
+			r.Tunnels = append(r.Tunnels, t2)
+		}, "used twice"},
+		{"duplicate endpoints", func(r *Router) {
+			t2 := r.Tunnels[0]
+			t2.Name, t2.Peer, t2.Routes = "gre2", "192.168.2.2", nil
+			r.Tunnels = append(r.Tunnels, t2)
+		}, "one tunnel per endpoint pair"},
+		{"long name", func(r *Router) { r.Tunnels[0].Name = "a-very-long-tunnel-name" }, "at most 15"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := r1()
+			c.edit(&r)
+			_, err := r.Validate(1500)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+		})
+	}
+	if _, err := r1().Validate(590); err == nil || !strings.Contains(err.Error(), "raise the WAN MTU") {
+		t.Errorf("tiny WAN MTU: %v", err)
+	}
+}
+
+func TestLoadYAML(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "r1.yaml")
+	yaml := `device: wan1
+decap: xdp
+tunnels:
+  - name: hq
+    local: 10.100.0.1
+    remote: 10.200.0.1
+    key: 7
+    overlay: 192.168.1.1
+    peer: 192.168.1.2
+    routes: [172.16.200.0/24, 172.17.0.0/16]
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.Validate(1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Decap != "xdp" || p.Tunnels[0].Name != "hq" || *p.Tunnels[0].Key != 7 || len(p.Routes) != 3 {
+		t.Errorf("plan %+v", p)
+	}
+	if err := os.WriteFile(path, []byte("device: wan1\ntunels: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "tunels") {
+		t.Errorf("misspelt field: %v", err)
+	}
+}
+
+// Overlap checking must cope with the 100,000-route scale (it is
+// O(n log n)) and still find one overlap among them.
+func TestValidateManyRoutes(t *testing.T) {
+	r := r1()
+	r.Tunnels[0].Routes = nil
+	for i := range 100000 {
+		r.Tunnels[0].Routes = append(r.Tunnels[0].Routes, netip.AddrFrom4([4]byte{100, byte(i >> 16), byte(i >> 8), byte(i)}).String()+"/32")
+	}
+	if _, err := r.Validate(1500); err != nil {
+		t.Fatal(err)
+	}
+	r.Tunnels[0].Routes = append(r.Tunnels[0].Routes, "100.0.200.0/24")
+	if _, err := r.Validate(1500); err == nil || !strings.Contains(err.Error(), "100.0.200.0/24 overlaps") {
+		t.Fatalf("overlap among many: %v", err)
+	}
+}

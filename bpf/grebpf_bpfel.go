@@ -88,6 +88,7 @@ type GrebpfTunnel struct {
 	Mtu           uint16
 	OverlayLocal  uint32
 	OverlayRemote uint32
+	WanNexthop    uint32
 	Name          [16]int8
 }
 

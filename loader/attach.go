@@ -153,21 +153,23 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 	if err = maps.WriteAttachment(&objs.GrebpfMaps, att); err != nil {
 		return rep, err
 	}
-	added, err := routing.Apply(l, plan.Tunnels, plan.Routes)
+	applied, err := routing.Apply(l, plan.Tunnels, plan.Routes)
 	if err != nil {
 		return rep, err
 	}
-	prevOwned := map[uint32]bool{}
+	prev := map[uint32]maps.Tunnel{}
 	for _, t := range prevTunnels {
-		prevOwned[t.ID] = t.AddrOwned
+		prev[t.ID] = t
 	}
-	for _, t := range plan.Tunnels {
-		if added[t.ID] || prevOwned[t.ID] {
-			rep.Changed = rep.Changed || added[t.ID]
-			t.AddrOwned = true
-			if err = maps.PutTunnel(&objs.GrebpfMaps, t); err != nil {
-				return rep, err
-			}
+	for _, t := range applied {
+		p, had := prev[t.ID]
+		t.AddrOwned = t.AddrOwned || had && p.AddrOwned && p.OverlayLocal == t.OverlayLocal
+		if had && equalTunnel(p, t) {
+			continue
+		}
+		rep.Changed = true
+		if err = maps.PutTunnel(&objs.GrebpfMaps, t); err != nil {
+			return rep, err
 		}
 	}
 	rep.Decap = decapName(att.Decap)

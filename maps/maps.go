@@ -36,6 +36,9 @@ type Tunnel struct {
 	OverlayRemote netip.Addr
 	// AddrOwned records that attach added OverlayLocal, so detach removes it.
 	AddrOwned bool
+	// WANNexthop is the outer next hop attach keeps resolved with a managed
+	// neighbour entry; zero until attach has set it.
+	WANNexthop netip.Addr
 }
 
 // Counters are a tunnel's traffic, summed over CPUs. Bytes are inner bytes.
@@ -89,6 +92,9 @@ func (t Tunnel) value() bpf.GrebpfTunnel {
 		OverlayLocal:  be32(t.OverlayLocal),
 		OverlayRemote: be32(t.OverlayRemote),
 	}
+	if t.WANNexthop.IsValid() {
+		v.WanNexthop = be32(t.WANNexthop)
+	}
 	if t.Key != nil {
 		v.Flags |= FlagKey
 		v.Key = keyBE(*t.Key)
@@ -125,6 +131,9 @@ func tunnelFrom(id uint32, v bpf.GrebpfTunnel) Tunnel {
 		AddrOwned:     v.Flags&FlagAddrOwned != 0,
 		OverlayLocal:  addrOf(v.OverlayLocal),
 		OverlayRemote: addrOf(v.OverlayRemote),
+	}
+	if v.WanNexthop != 0 {
+		t.WANNexthop = addrOf(v.WanNexthop)
 	}
 	if v.Flags&FlagKey != 0 {
 		k := keyHost(v.Key)

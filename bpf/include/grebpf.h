@@ -38,6 +38,7 @@ struct tunnel {
 	__u16 mtu;
 	__be32 overlay_local;
 	__be32 overlay_remote;
+	__be32 wan_nexthop; /* outer next hop kept resolved (managed neighbour) */
 	char name[TUNNEL_NAME_LEN];
 };
 

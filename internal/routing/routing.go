@@ -47,6 +47,9 @@ func Check(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) error 
 		}
 	}
 	for _, t := range tunnels {
+		if _, err := wanNexthop(link, t); err != nil {
+			return err
+		}
 		if _, ok := where[t.Local]; !ok {
 			return fmt.Errorf("tunnel %s: local %s is not an address of this namespace: use the WAN device's own address", t.Name, t.Local)
 		}
@@ -84,27 +87,59 @@ func Check(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) error 
 	return nil
 }
 
+// wanNexthop is the outer next hop towards t's remote, which must be
+// reached through link: encap looks the route up with link as output.
+func wanNexthop(link netlink.Link, t maps.Tunnel) (netip.Addr, error) {
+	rs, err := netlink.RouteGet(t.Remote.AsSlice())
+	if err != nil || len(rs) == 0 {
+		return netip.Addr{}, fmt.Errorf("tunnel %s: no route to remote %s: add one through %s", t.Name, t.Remote, link.Attrs().Name)
+	}
+	if rs[0].LinkIndex != link.Attrs().Index {
+		return netip.Addr{}, fmt.Errorf("tunnel %s: remote %s is routed through ifindex %d, not %s: attach to the device that reaches it", t.Name, t.Remote, rs[0].LinkIndex, link.Attrs().Name)
+	}
+	if gw, ok := netip.AddrFromSlice(rs[0].Gw.To4()); ok {
+		return gw, nil
+	}
+	return t.Remote, nil
+}
+
 // Apply installs the kernel side of tunnels and routes on link and removes
-// grebpf routes that are no longer wanted. It is idempotent. It reports
-// which overlay addresses it added (existing ones it leaves to their owner).
-func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) (added map[uint32]bool, err error) {
+// grebpf routes that are no longer wanted. It is idempotent. It returns the
+// tunnels with AddrOwned set where it added the overlay address (an
+// existing one it leaves to its owner) and WANNexthop filled in.
+//
+// The outer next hop gets a managed neighbour entry, which the kernel keeps
+// resolved: encap then always finds its MAC. Without it the first packets
+// would wait in the neighbour queue, and the queue sends them with the
+// inner route's neighbour (the peer overlay's placeholder MAC) because the
+// skb still carries the inner route.
+func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) ([]maps.Tunnel, error) {
 	idx := link.Attrs().Index
-	added = map[uint32]bool{}
 	byID := map[uint32]maps.Tunnel{}
+	out := make([]maps.Tunnel, 0, len(tunnels))
 	for _, t := range tunnels {
-		byID[t.ID] = t
 		addr := &netlink.Addr{IPNet: host(t.OverlayLocal)}
 		if err := netlink.AddrAdd(link, addr); err == nil {
-			added[t.ID] = true
+			t.AddrOwned = true
 		} else if !errors.Is(err, unix.EEXIST) {
-			return added, fmt.Errorf("add overlay address %s: %w", t.OverlayLocal, err)
+			return out, fmt.Errorf("add overlay address %s: %w", t.OverlayLocal, err)
 		}
 		if err := netlink.NeighSet(&netlink.Neigh{
 			LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
 			IP: t.OverlayRemote.AsSlice(), HardwareAddr: peerMAC,
 		}); err != nil {
-			return added, fmt.Errorf("add neighbour %s: %w", t.OverlayRemote, err)
+			return out, fmt.Errorf("add neighbour %s: %w", t.OverlayRemote, err)
 		}
+		nh, err := wanNexthop(link, t)
+		if err != nil {
+			return out, err
+		}
+		if err := ensureManaged(idx, nh); err != nil {
+			return out, err
+		}
+		t.WANNexthop = nh
+		byID[t.ID] = t
+		out = append(out, t)
 	}
 	want := map[netip.Prefix]bool{}
 	for _, r := range routes {
@@ -120,11 +155,30 @@ func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) (added
 			rt.Flags = int(netlink.FLAG_ONLINK)
 		}
 		if err := netlink.RouteReplace(rt); err != nil {
-			return added, fmt.Errorf("add route %s: %w", r.Prefix, err)
+			return out, fmt.Errorf("add route %s: %w", r.Prefix, err)
 		}
 		want[r.Prefix] = true
 	}
-	return added, removeRoutes(idx, want)
+	return out, removeRoutes(idx, want)
+}
+
+// ensureManaged makes the neighbour entry for nh managed, leaving an entry
+// that already is (and its resolved address) alone.
+func ensureManaged(ifindex int, nh netip.Addr) error {
+	ns, err := netlink.NeighList(ifindex, unix.AF_INET)
+	if err != nil {
+		return fmt.Errorf("list neighbours: %w", err)
+	}
+	for _, n := range ns {
+		if n.IP.Equal(nh.AsSlice()) && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
+			return nil
+		}
+	}
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET,
+		IP: nh.AsSlice(), FlagsExt: netlink.NTF_EXT_MANAGED}); err != nil {
+		return fmt.Errorf("add managed neighbour for next hop %s (kernel 5.16+): %w", nh, err)
+	}
+	return nil
 }
 
 // Ours lists the routes grebpf installed on the device.
@@ -189,6 +243,13 @@ func Remove(ifindex int, tunnels []maps.Tunnel, all bool) error {
 		n := &netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET, IP: t.OverlayRemote.AsSlice()}
 		if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete neighbour %s: %w", t.OverlayRemote, err))
+		}
+		if t.WANNexthop.IsValid() {
+			// Shared next hops go with the first tunnel: ENOENT after that.
+			n := &netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET, IP: t.WANNexthop.AsSlice()}
+			if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("delete managed neighbour %s: %w", t.WANNexthop, err))
+			}
 		}
 		if t.AddrOwned {
 			link, err := netlink.LinkByIndex(ifindex)

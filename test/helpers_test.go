@@ -1,0 +1,196 @@
+// Package test holds the integration tests: the lab of DESIGN §2 in real
+// namespaces, the grebpf binary, and real ping, traceroute, iperf3 and
+// tcpdump. The tests share the lab's fixed names, so they run one by one.
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+var grebpfBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		if os.Geteuid() != 0 {
+			fmt.Fprintln(os.Stderr, "integration tests need root (namespaces, BPF): run them as root, e.g. sudo make test")
+			return 1
+		}
+		for _, tool := range []string{"ip", "tc", "traceroute", "ping", "iperf3", "tcpdump", "bpftool", "ethtool"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				fmt.Fprintf(os.Stderr, "integration tests need %s: install it (make deps)\n", tool)
+				return 1
+			}
+		}
+		dir, err := os.MkdirTemp("", "grebpf-test")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		grebpfBin = filepath.Join(dir, "grebpf")
+		if out, err := exec.Command("go", "build", "-o", grebpfBin, "../cmd/grebpf").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build grebpf: %v\n%s", err, out)
+			return 1
+		}
+		return m.Run()
+	}())
+}
+
+// result is a finished command.
+type result struct {
+	out, stderr string
+	code        int
+}
+
+func execute(t testing.TB, name string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{out: stdout.String(), stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return r
+}
+
+// in runs a command in a lab namespace and fails the test if it fails.
+func in(t testing.TB, ns string, args ...string) string {
+	t.Helper()
+	r := execute(t, "ip", append([]string{"netns", "exec", ns}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("[%s] %s: exit %d\n%s%s", ns, strings.Join(args, " "), r.code, r.out, r.stderr)
+	}
+	return r.out
+}
+
+// grebpf runs the binary and fails the test if it fails.
+func grebpf(t testing.TB, args ...string) string {
+	t.Helper()
+	r := execute(t, grebpfBin, args...)
+	if r.code != 0 {
+		t.Fatalf("grebpf %s: exit %d\n%s%s", strings.Join(args, " "), r.code, r.out, r.stderr)
+	}
+	return r.out
+}
+
+// labUp builds the lab with no tunnel and tears it down after the test.
+func labUp(t *testing.T) {
+	t.Helper()
+	execute(t, grebpfBin, "lab", "down") // a previous run's leftovers
+	grebpf(t, "lab", "up", "--tunnel", "none")
+	t.Cleanup(func() { grebpf(t, "lab", "down") })
+}
+
+// attachArgs are the lab's tunnel, as a user would type it, per router.
+func attachArgs(router string, extra ...string) []string {
+	a := map[string][]string{
+		"r1": {"--netns", "r1", "attach", "--dev", "wan1", "--local", "10.100.0.1", "--remote", "10.200.0.1",
+			"--overlay", "192.168.1.1", "--peer", "192.168.1.2", "--route", "172.16.200.0/24"},
+		"r2": {"--netns", "r2", "attach", "--dev", "wan2", "--local", "10.200.0.1", "--remote", "10.100.0.1",
+			"--overlay", "192.168.1.2", "--peer", "192.168.1.1", "--route", "172.16.100.0/24"},
+	}[router]
+	return append(slices.Clone(a), extra...)
+}
+
+// attachBoth attaches r2 then r1 (decap live before the peer encapsulates).
+func attachBoth(t *testing.T, extra ...string) {
+	t.Helper()
+	grebpf(t, attachArgs("r2", extra...)...)
+	grebpf(t, attachArgs("r1", extra...)...)
+}
+
+var hopRE = regexp.MustCompile(`^\s*(\d+)\s+(.*)$`)
+
+// traceroute returns one string per hop: the answering address, or "*".
+func traceroute(t *testing.T, from, to string, maxHops int) []string {
+	t.Helper()
+	out := in(t, from, "traceroute", "-n", "-q", "1", "-w", "1", "-m", fmt.Sprint(maxHops), to)
+	var hops []string
+	for _, line := range strings.Split(out, "\n") {
+		m := hopRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		hops = append(hops, strings.Fields(m[2])[0])
+	}
+	return hops
+}
+
+func ping(t *testing.T, from, to string, extra ...string) result {
+	t.Helper()
+	return execute(t, "ip", append([]string{"netns", "exec", from, "ping", "-c", "1", "-W", "2"}, append(extra, to)...)...)
+}
+
+func mustPing(t *testing.T, from, to string) {
+	t.Helper()
+	if r := ping(t, from, to); r.code != 0 {
+		t.Fatalf("ping %s → %s failed:\n%s%s", from, to, r.out, r.stderr)
+	}
+}
+
+// statsJSON is grebpf stats --json.
+type statsJSON struct {
+	Tunnels []struct {
+		Name      string `json:"name"`
+		RxPackets uint64 `json:"rx_packets"`
+		RxBytes   uint64 `json:"rx_bytes"`
+		TxPackets uint64 `json:"tx_packets"`
+		TxBytes   uint64 `json:"tx_bytes"`
+	} `json:"tunnels"`
+	Reasons []struct {
+		Reason  string `json:"reason"`
+		Action  string `json:"action"`
+		Packets uint64 `json:"packets"`
+	} `json:"reasons"`
+}
+
+func stats(t *testing.T, ns string) statsJSON {
+	t.Helper()
+	var s statsJSON
+	if err := json.Unmarshal([]byte(grebpf(t, "--netns", ns, "stats", "--json")), &s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Tunnels) != 1 {
+		t.Fatalf("stats in %s: %d tunnels", ns, len(s.Tunnels))
+	}
+	return s
+}
+
+func (s statsJSON) reason(name string) uint64 {
+	for _, r := range s.Reasons {
+		if r.Reason == name {
+			return r.Packets
+		}
+	}
+	return 0
+}
+
+// eventually retries check until it returns "" or the time runs out; for
+// kernel state released asynchronously (BPF objects are freed after RCU).
+func eventually(t *testing.T, d time.Duration, check func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		msg := check()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -157,14 +157,18 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 	if err != nil {
 		return rep, err
 	}
-	prev := map[uint32]maps.Tunnel{}
-	for _, t := range prevTunnels {
-		prev[t.ID] = t
+	inMap, err := maps.Tunnels(&objs.GrebpfMaps)
+	if err != nil {
+		return rep, err
+	}
+	current := map[uint32]maps.Tunnel{}
+	for _, t := range inMap {
+		current[t.ID] = t
 	}
 	for _, t := range applied {
-		p, had := prev[t.ID]
-		t.AddrOwned = t.AddrOwned || had && p.AddrOwned && p.OverlayLocal == t.OverlayLocal
-		if had && equalTunnel(p, t) {
+		c := current[t.ID]
+		t.AddrOwned = t.AddrOwned || c.AddrOwned
+		if equalTunnel(c, t) {
 			continue
 		}
 		rep.Changed = true
@@ -267,7 +271,10 @@ func reconcileMaps(m *maps.Maps, prevTunnels []maps.Tunnel, prevRoutes []maps.Ro
 	}
 	for _, t := range plan.Tunnels {
 		p, ok := prev[t.ID]
-		t.AddrOwned = ok && p.AddrOwned && p.OverlayLocal == t.OverlayLocal
+		if ok && p.OverlayLocal == t.OverlayLocal {
+			// What attach learnt last time stays until Apply says otherwise.
+			t.AddrOwned, t.WANNexthop = p.AddrOwned, p.WANNexthop
+		}
 		if ok && equalTunnel(p, t) {
 			continue
 		}

@@ -2,8 +2,8 @@ package bpf_test
 
 import (
 	"net"
-	"os"
 	"net/netip"
+	"os"
 	"testing"
 
 	"github.com/gopacket/gopacket"

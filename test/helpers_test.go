@@ -36,6 +36,11 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
+		// Others may run it: the not-root test runs it as nobody.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		grebpfBin = filepath.Join(dir, "grebpf")
 		if out, err := exec.Command("go", "build", "-o", grebpfBin, "../cmd/grebpf").CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build grebpf: %v\n%s", err, out)

@@ -1,0 +1,86 @@
+package test
+
+import (
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/grebpf/grebpf/internal/lab"
+)
+
+// Bad input: a one-line error that names the fix, a non-zero exit, and no
+// change to either router.
+func TestBadInput(t *testing.T) {
+	labUp(t)
+	grebpf(t, attachArgs("r2", "--decap", "tc")...)
+	before := snapshot(t, "r1", "wan1") + snapshot(t, "r2", "wan2")
+
+	replace := func(args []string, flag, val string) []string {
+		out := append([]string(nil), args...)
+		for i := range out {
+			if out[i] == flag {
+				out[i+1] = val
+			}
+		}
+		return out
+	}
+	r1 := attachArgs("r1")
+	cases := []struct {
+		name   string
+		args   []string
+		nobody bool
+		want   string
+	}{
+		{"not root", r1, true, "needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo"},
+		{"missing device", replace(r1, "--dev", "wan9"), false, `no such interface "wan9" in network namespace r1`},
+		{"missing namespace", replace(r1, "--netns", "r9"), false, `no network namespace "r9"`},
+		{"bad prefix", replace(r1, "--route", "172.16.200.0/33"), false, `route "172.16.200.0/33" is not an IPv4 prefix`},
+		{"host bits", replace(r1, "--route", "172.16.200.1/24"), false, "did you mean 172.16.200.0/24?"},
+		{"overlaps a kernel route", replace(r1, "--route", "172.16.100.128/25"), false, "route 172.16.100.128/25 overlaps the kernel route 172.16.100.0/24 dev lan1"},
+		{"overlapping routes", append(r1, "--route", "172.16.0.0/16"), false, "overlaps route"},
+		{"local not ours", replace(r1, "--local", "10.100.0.9"), false, "local 10.100.0.9 is not an address of this namespace"},
+		{"no route to remote", replace(r1, "--dev", "lan1"), false, "remote 10.200.0.1 is routed through"},
+		{"bad decap", append(r1, "--decap", "ebpf"), false, `decap "ebpf": use auto, xdp or tc`},
+		{"config and flags", append(r1, "--config", "/nonexistent.yaml"), false, "give either --config or tunnel flags"},
+		{"missing config", []string{"--netns", "r1", "attach", "--config", "/nonexistent.yaml"}, false, "read config"},
+		{"unknown tunnel", []string{"--netns", "r2", "stats", "--tunnel", "nosuch"}, false, `no tunnel named "nosuch" in r2: have gre1`},
+		{"stats with nothing attached", []string{"--netns", "r1", "stats"}, false, "nothing attached in network namespace r1: run grebpf attach first"},
+		{"change attach mode", attachArgs("r2", "--decap", "xdp"), false, "run grebpf detach first to change the attach mode"},
+		{"unknown command", []string{"frobnicate"}, false, `unknown command "frobnicate"`},
+		{"unknown flag", append(r1, "--colour"), false, "flag provided but not defined: -colour"},
+	}
+	if !lab.HaveIPGRE() {
+		cases = append(cases, struct {
+			name   string
+			args   []string
+			nobody bool
+			want   string
+		}{"lab without ip_gre", []string{"lab", "up", "--tunnel", "kernel"}, false, "this kernel has no ip_gre"})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(grebpfBin, c.args...)
+			if c.nobody {
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			}
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if err == nil {
+				t.Fatalf("exit 0, want failure; stdout:\n%s", stdout.String())
+			}
+			msg := stderr.String()
+			if strings.Count(msg, "\n") != 1 || !strings.HasPrefix(msg, "grebpf: ") {
+				t.Errorf("want one line starting grebpf:, got %q", msg)
+			}
+			if !strings.Contains(msg, c.want) {
+				t.Errorf("error %q, want it to say %q", msg, c.want)
+			}
+		})
+	}
+	if after := snapshot(t, "r1", "wan1") + snapshot(t, "r2", "wan2"); after != before {
+		t.Errorf("bad input changed state:\n%s", diffLines(before, after))
+	}
+	mustPing(t, "r2", "10.100.0.1") // and the lab still works
+}

@@ -73,7 +73,7 @@ func runStats(g *globals, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tRX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\t")
 	for _, t := range out.Tunnels {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n", t.Name, t.Local, t.Remote, t.RxPackets, t.RxBytes, t.TxPackets, t.TxBytes)

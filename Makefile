@@ -1,0 +1,45 @@
+# grebpf: make demo (the seed scenario on the built-in lab), make test.
+# Both install what they need first (Debian packages, Go modules): run as root.
+
+GO ?= go
+DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod
+
+.PHONY: all build deps generate demo test bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/grebpf ./cmd/grebpf
+
+# Debian packages that are missing, then the Go modules.
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	$(GO) mod download
+
+# Regenerate the bpf2go bindings after changing bpf/*.c or bpf/include/*.h.
+generate:
+	$(GO) generate ./bpf
+
+demo: deps build
+	GREBPF=bin/grebpf scripts/demo.sh
+
+# Unit (prog.Run), fuzz seeds, generated-code check, integration (netns lab).
+# One package at a time: the integration tests own the lab's namespace names
+# and measure throughput.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -p 1 -timeout 20m -v ./... 2>&1 | tee test.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic)|iperf3 TCP' | grep -v '^=== RUN'; \
+		status=$${PIPESTATUS[0]}; echo "tests: $$(grep -c -- '--- PASS' test.log) passed, $$(grep -c -- '--- FAIL' test.log) failed (full log: test.log)"; exit $$status
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 20000x ./bpf
+
+fuzz: deps
+	$(GO) test -run '^$$' -fuzz FuzzDecap -fuzztime 60s ./bpf
+
+clean:
+	rm -rf bin test.log

@@ -1,6 +1,7 @@
 # grebpf: make demo (the seed scenario on the built-in lab), make test.
 # Both install what they need first (Debian packages, Go modules): run as root.
 
+SHELL := /bin/bash
 GO ?= go
 DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod
 
@@ -32,7 +33,7 @@ demo: deps build
 # and measure throughput.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -p 1 -timeout 20m -v ./... 2>&1 | tee test.log | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic)|iperf3 TCP' | grep -v '^=== RUN'; \
+	$(GO) test -count=1 -p 1 -timeout 20m -v ./... 2>&1 | tee test.log | grep -E '^\s*--- |^(ok|FAIL|panic)|iperf3 TCP'; \
 		status=$${PIPESTATUS[0]}; echo "tests: $$(grep -c -- '--- PASS' test.log) passed, $$(grep -c -- '--- FAIL' test.log) failed (full log: test.log)"; exit $$status
 
 bench: deps

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/grebpf/grebpf/internal/netns"
+	"github.com/grebpf/grebpf/loader"
 )
 
 const usage = `usage: grebpf [--netns NAME] COMMAND [flags]
@@ -102,6 +104,21 @@ func (g *globals) nsName() (string, error) {
 		return g.netns, nil
 	}
 	return netns.Current()
+}
+
+// state reads the data plane of the namespace the command acts on.
+func (g *globals) state() (loader.State, error) {
+	ns, err := g.nsName()
+	if err != nil {
+		return loader.State{}, err
+	}
+	return loader.ReadState(ns)
+}
+
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // checkPrivileges wants CAP_BPF (or CAP_SYS_ADMIN on kernels before it)

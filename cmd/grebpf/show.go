@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 
@@ -46,14 +45,11 @@ func runShow(g *globals, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	ns, err := g.nsName()
+	st, err := g.state()
 	if err != nil {
 		return err
 	}
-	st, err := loader.ReadState(ns)
-	if err != nil {
-		return err
-	}
+	ns := st.Netns
 	decapL3, err := loader.ProbeDecapL3()
 	if err != nil {
 		return err
@@ -86,9 +82,7 @@ func runShow(g *globals, args []string) error {
 		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), names[r.TunnelID]})
 	}
 	if *asJSON {
-		enc := json.NewEncoder(g.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return g.printJSON(out)
 	}
 	decap := out.Decap
 	if out.XDPMode != "" {

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 
-	"github.com/grebpf/grebpf/loader"
 	"github.com/grebpf/grebpf/maps"
 )
 
@@ -38,14 +36,11 @@ func runStats(g *globals, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	ns, err := g.nsName()
+	st, err := g.state()
 	if err != nil {
 		return err
 	}
-	st, err := loader.ReadState(ns)
-	if err != nil {
-		return err
-	}
+	ns := st.Netns
 	out := statsOut{Netns: ns, Tunnels: []statsTunnel{}, Reasons: []statsReason{}}
 	var names []string
 	for _, t := range st.Tunnels {
@@ -69,9 +64,7 @@ func runStats(g *globals, args []string) error {
 		out.Reasons = append(out.Reasons, statsReason{maps.ReasonName(r), action, st.Reasons[r]})
 	}
 	if *asJSON {
-		enc := json.NewEncoder(g.out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return g.printJSON(out)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tRX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\t")

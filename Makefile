@@ -3,9 +3,11 @@
 
 SHELL := /bin/bash
 GO ?= go
-DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod
+DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod \
+	qemu-system-x86 busybox-static cpio xz-utils
+KERNEL ?= 6.12
 
-.PHONY: all build deps generate demo test bench fuzz clean
+.PHONY: all build deps generate demo test test-vm bench fuzz clean
 
 all: build
 
@@ -36,6 +38,16 @@ test: deps
 	$(GO) test -count=1 -p 1 -timeout 20m -v ./... 2>&1 | tee test.log | grep -E '^\s*--- |^(ok|FAIL|panic)|iperf3 TCP'; \
 		status=$${PIPESTATUS[0]}; echo "tests: $$(grep -c -- '--- PASS' test.log) passed, $$(grep -c -- '--- FAIL' test.log) failed (full log: test.log)"; exit $$status
 
+# The same suite inside QEMU on a Debian kernel (KERNEL=6.1 or 6.12): one VM
+# per test package, the host's root shared in, binaries built on the host.
+test-vm: deps
+	$(GO) build -o bin/vmrun ./test/vm
+	$(GO) build -o bin/grebpf ./cmd/grebpf
+	set -o pipefail; GREBPF_BIN=$(CURDIR)/bin/grebpf $(GO) test -count=1 -p 1 -timeout 60m -v \
+		-exec "$(CURDIR)/bin/vmrun -kernel $(KERNEL) --" ./... 2>&1 | tee test-vm-$(KERNEL).log | \
+		grep -E '^\s*--- |^(ok|FAIL|panic)|iperf3 TCP|^vm: '; \
+		status=$$?; echo "tests on $(KERNEL): $$(grep -c -- '--- PASS' test-vm-$(KERNEL).log) passed, $$(grep -c -- '--- FAIL' test-vm-$(KERNEL).log) failed (full log: test-vm-$(KERNEL).log)"; exit $$status
+
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./bpf
 
@@ -43,4 +55,4 @@ fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzDecap -fuzztime 60s ./bpf
 
 clean:
-	rm -rf bin test.log
+	rm -rf bin test.log test-vm-*.log

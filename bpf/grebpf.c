@@ -72,9 +72,14 @@ int decap_tc(struct __sk_buff *skb)
 	}
 
 	/* FIXED_GSO keeps a GRO'd packet's segment size; DECAP_L3_IPV4 clears
-	 * the tunnel GSO state so the inner packet forwards as plain TCP. */
+	 * the tunnel GSO state so the inner packet forwards as plain TCP.
+	 * Kernels before 6.3 refuse the flag: there a packet that is not GSO
+	 * is still stripped safely without it (the loader does not choose TC
+	 * decap on them, so GSO packets do not come this way in normal use). */
 	if (bpf_skb_adjust_room(skb, -(__s32)d.strip, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_FIXED_GSO | ADJ_ROOM_DECAP_L3_IPV4)) {
+				BPF_F_ADJ_ROOM_FIXED_GSO | ADJ_ROOM_DECAP_L3_IPV4) &&
+	    (skb->gso_size ||
+	     bpf_skb_adjust_room(skb, -(__s32)d.strip, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))) {
 		count_reason(REASON_DECAP_FAILED);
 		return TC_ACT_SHOT;
 	}

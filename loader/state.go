@@ -5,6 +5,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/maps"
 )
 
@@ -17,6 +18,7 @@ type TunnelState struct {
 // State is everything show and stats report about a data plane.
 type State struct {
 	Netns      string
+	Mode       string // bpf | kernel
 	Dir        string
 	Device     string
 	Attachment maps.Attachment
@@ -27,7 +29,7 @@ type State struct {
 
 // ReadState reads a pinned data plane.
 func ReadState(ns string) (State, error) {
-	s := State{Netns: ns}
+	s := State{Netns: ns, Mode: config.ModeBPF}
 	d, err := Open(ns)
 	if err != nil {
 		return s, err

@@ -6,7 +6,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/grebpf/grebpf/internal/lab"
+	"github.com/grebpf/grebpf/loader"
 )
 
 // Bad input: a one-line error that names the fix, a non-zero exit, and no
@@ -50,7 +50,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, false, `unknown command "frobnicate"`},
 		{"unknown flag", append(r1, "--colour"), false, "flag provided but not defined: -colour"},
 	}
-	if !lab.HaveIPGRE() {
+	if !loader.HaveIPGRE() {
 		cases = append(cases, struct {
 			name   string
 			args   []string

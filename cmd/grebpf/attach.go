@@ -28,6 +28,7 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	)
 	fs.StringVar(&file, "config", "", "YAML file describing the router (device, tunnels, routes)")
 	fs.StringVar(&r.Device, "dev", "", "WAN device")
+	fs.StringVar(&r.Mode, "mode", "", "bpf (default) or kernel (an ip_gre netdev per tunnel: the fallback)")
 	fs.StringVar(&r.Decap, "decap", "", "where to decapsulate: auto, xdp or tc (default auto: tc on veth, xdp elsewhere)")
 	fs.BoolVar(&r.XDPGeneric, "xdp-generic", false, "attach XDP in generic (skb) mode")
 	fs.StringVar(&r.TC, "tc", "", "TC attach: auto, tcx or clsact (default auto: tcx where the kernel has it)")
@@ -69,6 +70,8 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 		switch f.Name {
 		case "dev":
 			fromFile.Device = r.Device
+		case "mode":
+			fromFile.Mode = r.Mode
 		case "decap":
 			fromFile.Decap = r.Decap
 		case "xdp-generic":
@@ -88,6 +91,16 @@ func runAttach(g *globals, args []string) error {
 	ns, err := g.nsName()
 	if err != nil {
 		return err
+	}
+	if r.Mode == config.ModeKernel {
+		if _, err := loader.AttachKernel(ns, r); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.out, "grebpf: attached on %s in %s with ip_gre (mode kernel)\n", r.Device, ns)
+		return nil
+	}
+	if loader.KernelAttached() {
+		return fmt.Errorf("grebpf is attached in kernel mode in %s: run grebpf detach first", ns)
 	}
 	rep, err := loader.Attach(ns, r)
 	if err != nil {

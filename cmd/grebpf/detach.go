@@ -16,6 +16,13 @@ func runDetach(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	if loader.KernelAttached() {
+		if err := loader.DetachKernel(); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.out, "grebpf: detached ip_gre tunnels in %s\n", ns)
+		return nil
+	}
 	err = loader.Detach(ns)
 	if errors.Is(err, loader.ErrNotAttached) {
 		// Detach is idempotent: nothing there is the state asked for.

@@ -112,6 +112,9 @@ func (g *globals) state() (loader.State, error) {
 	if err != nil {
 		return loader.State{}, err
 	}
+	if !loader.Attached(ns) && loader.KernelAttached() {
+		return loader.KernelState(ns)
+	}
 	return loader.ReadState(ns)
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/loader"
 	"github.com/grebpf/grebpf/maps"
 )
@@ -28,6 +29,7 @@ type showRoute struct {
 
 type showOut struct {
 	Netns   string       `json:"netns"`
+	Mode    string       `json:"mode"`
 	Device  string       `json:"device"`
 	Decap   string       `json:"decap"`
 	XDPMode string       `json:"xdp_mode,omitempty"`
@@ -55,7 +57,7 @@ func runShow(g *globals, args []string) error {
 		return err
 	}
 	out := showOut{
-		Netns: ns, Device: st.Device, Decap: st.DecapName(), TC: st.TCName(),
+		Netns: ns, Mode: st.Mode, Device: st.Device, Decap: st.DecapName(), TC: st.TCName(),
 		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, DecapL3: decapL3, Pins: st.Dir,
 		Tunnels: []showTunnel{}, Routes: []showRoute{},
 	}
@@ -93,10 +95,14 @@ func runShow(g *globals, args []string) error {
 	} else {
 		decap += " ingress"
 	}
-	fmt.Fprintf(g.out, "netns %s  device %s\n", out.Netns, out.Device)
-	fmt.Fprintf(g.out, "decap %s  encap tc egress  tc attach %s\n", decap, out.TC)
-	fmt.Fprintf(g.out, "kernel: adjust_room DECAP_L3_IPV4 %s\n", yesNo(out.DecapL3))
-	fmt.Fprintf(g.out, "pins %s\n\n", out.Pins)
+	fmt.Fprintf(g.out, "netns %s  device %s  mode %s\n", out.Netns, out.Device, out.Mode)
+	if out.Mode == config.ModeKernel {
+		fmt.Fprintf(g.out, "ip_gre netdevs named after the tunnels\n\n")
+	} else {
+		fmt.Fprintf(g.out, "decap %s  encap tc egress  tc attach %s\n", decap, out.TC)
+		fmt.Fprintf(g.out, "kernel: adjust_room DECAP_L3_IPV4 %s\n", yesNo(out.DecapL3))
+		fmt.Fprintf(g.out, "pins %s\n\n", out.Pins)
+	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU")
 	for _, t := range out.Tunnels {

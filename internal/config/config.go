@@ -16,6 +16,12 @@ import (
 	"github.com/grebpf/grebpf/maps"
 )
 
+// Modes: the BPF data plane, or the kernel's ip_gre as fallback and yardstick.
+const (
+	ModeBPF    = "bpf"
+	ModeKernel = "kernel"
+)
+
 // Decap attach points.
 const (
 	DecapAuto = "auto"
@@ -37,6 +43,8 @@ const DefaultTTL = 64
 // Router is everything attach applies to one network namespace.
 type Router struct {
 	Device string `yaml:"device"`
+	// Mode is bpf (the default) or kernel (an ip_gre netdev per tunnel).
+	Mode string `yaml:"mode"`
 	// Decap is where decapsulation runs: auto, xdp or tc.
 	Decap string `yaml:"decap"`
 	// XDPGeneric attaches XDP in generic (skb) mode instead of native.
@@ -81,6 +89,7 @@ func Load(path string) (Router, error) {
 // Plan is a validated router: what goes into the maps and the kernel.
 type Plan struct {
 	Device     string
+	Mode       string
 	Decap      string
 	XDPGeneric bool
 	TC         string
@@ -91,9 +100,20 @@ type Plan struct {
 // Validate checks r and turns it into a Plan. wanMTU sizes the route MTU.
 // Every error names the field and what to write instead.
 func (r Router) Validate(wanMTU int) (Plan, error) {
-	p := Plan{Device: r.Device, Decap: r.Decap, XDPGeneric: r.XDPGeneric, TC: r.TC}
+	p := Plan{Device: r.Device, Mode: r.Mode, Decap: r.Decap, XDPGeneric: r.XDPGeneric, TC: r.TC}
 	if p.Device == "" {
 		return p, fmt.Errorf("no WAN device: give --dev NAME (or device: in the config)")
+	}
+	switch p.Mode {
+	case "":
+		p.Mode = ModeBPF
+	case ModeBPF:
+	case ModeKernel:
+		if p.Decap != "" || p.TC != "" || p.XDPGeneric {
+			return p, fmt.Errorf("decap, tc and xdp-generic choose BPF attach points: drop them with mode kernel")
+		}
+	default:
+		return p, fmt.Errorf("mode %q: use bpf or kernel", p.Mode)
 	}
 	switch p.Decap {
 	case "":

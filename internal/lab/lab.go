@@ -6,7 +6,6 @@ package lab
 import (
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 
@@ -69,18 +68,6 @@ func Router(name string) config.Router {
 	return config.Router{Device: dev, Tunnels: []config.Tunnel{t}}
 }
 
-// kernelTunnel is the same configuration as Router, realised with ip_gre.
-func kernelTunnel(name string) [][]string {
-	r := Router(name)
-	t := r.Tunnels[0]
-	return [][]string{
-		{"-n", name, "tunnel", "add", "gre1", "mode", "gre", "local", t.Local, "remote", t.Remote, "ttl", "64", "tos", "inherit", "pmtudisc"},
-		{"-n", name, "addr", "add", t.Overlay + "/32", "peer", t.Peer + "/32", "dev", "gre1"},
-		{"-n", name, "link", "set", "gre1", "up"},
-		{"-n", name, "route", "add", t.Routes[0], "dev", "gre1", "src", t.Overlay},
-	}
-}
-
 func ip(args ...string) error {
 	out, err := exec.Command("ip", args...).CombinedOutput()
 	if err != nil {
@@ -97,20 +84,12 @@ func sysctl(ns, key, val string) error {
 	return nil
 }
 
-// HaveIPGRE says whether this kernel can make an ip_gre tunnel.
-func HaveIPGRE() bool {
-	if _, err := os.Stat("/sys/module/ip_gre"); err == nil {
-		return true
-	}
-	return exec.Command("modprobe", "-q", "ip_gre").Run() == nil
-}
-
 // Up builds the lab with the given tunnel. A partial lab is torn down.
 func Up(tunnel string) (err error) {
 	switch tunnel {
 	case TunnelNone, TunnelBPF:
 	case TunnelKernel:
-		if !HaveIPGRE() {
+		if !loader.HaveIPGRE() {
 			return errors.New("this kernel has no ip_gre (modprobe ip_gre fails): use --tunnel bpf, or run it in a VM with make test-vm")
 		}
 	default:
@@ -141,25 +120,22 @@ func Up(tunnel string) (err error) {
 			return err
 		}
 	}
-	switch tunnel {
-	case TunnelBPF:
-		// r2 first: its decap must be live before r1 starts encapsulating.
-		for _, r := range []string{"r2", "r1"} {
-			err := netns.Do(r, func() error {
-				_, err := loader.Attach(r, Router(r))
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("attach grebpf in %s: %w", r, err)
+	if tunnel == TunnelNone {
+		return nil
+	}
+	// r2 first: its decap must be live before r1 starts encapsulating.
+	for _, r := range []string{"r2", "r1"} {
+		err := netns.Do(r, func() error {
+			var err error
+			if tunnel == TunnelKernel {
+				_, err = loader.AttachKernel(r, Router(r))
+			} else {
+				_, err = loader.Attach(r, Router(r))
 			}
-		}
-	case TunnelKernel:
-		for _, r := range []string{"r2", "r1"} {
-			for _, args := range kernelTunnel(r) {
-				if err := ip(args...); err != nil {
-					return err
-				}
-			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("attach grebpf in %s: %w", r, err)
 		}
 	}
 	return nil

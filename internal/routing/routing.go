@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -34,15 +35,16 @@ func host(a netip.Addr) *net.IPNet { return ipNet(netip.PrefixFrom(a, 32)) }
 
 // Check refuses, before anything changes, a configuration the kernel side
 // cannot take: a local endpoint that is not ours, an overlay address used
-// elsewhere, a prefix that overlaps a route grebpf does not own.
-func Check(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) error {
+// elsewhere, a prefix that overlaps a route grebpf does not own. Addresses
+// and routes on the devices in own (grebpf's ip_gre netdevs) are grebpf's.
+func Check(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route, own ...int) error {
 	addrs, err := netlink.AddrList(nil, unix.AF_INET)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
 	where := map[netip.Addr]int{}
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !slices.Contains(own, a.LinkIndex) {
 			where[ip] = a.LinkIndex
 		}
 	}
@@ -62,7 +64,7 @@ func Check(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) error 
 		return fmt.Errorf("list routes: %w", err)
 	}
 	for _, kr := range kernel {
-		if kr.Protocol == Proto || kr.Dst == nil {
+		if kr.Protocol == Proto || kr.Dst == nil || slices.Contains(own, kr.LinkIndex) {
 			continue // ours, or a default route: tunnel routes are more specific by design
 		}
 		kp, ok := netip.AddrFromSlice(kr.Dst.IP.To4())

@@ -1,0 +1,220 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	"github.com/grebpf/grebpf/internal/config"
+	"github.com/grebpf/grebpf/internal/routing"
+	"github.com/grebpf/grebpf/maps"
+)
+
+// kernelAlias marks the ip_gre netdevs grebpf made (ip link shows it as
+// "alias grebpf"), so detach and show find exactly those.
+const kernelAlias = "grebpf"
+
+// HaveIPGRE says whether this kernel can make ip_gre tunnels.
+func HaveIPGRE() bool {
+	if _, err := os.Stat("/sys/module/ip_gre"); err == nil {
+		return true
+	}
+	return exec.Command("modprobe", "-q", "ip_gre").Run() == nil
+}
+
+// ErrNoIPGRE is the one-line answer where ip_gre is missing.
+var ErrNoIPGRE = errors.New("this kernel has no ip_gre (modprobe ip_gre fails): use --mode bpf, or run it in a VM with make test-vm")
+
+// kernelLinks lists the ip_gre netdevs grebpf made in this namespace.
+func kernelLinks() ([]*netlink.Gretun, error) {
+	ls, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []*netlink.Gretun
+	for _, l := range ls {
+		if g, ok := l.(*netlink.Gretun); ok && g.Attrs().Alias == kernelAlias {
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// KernelAttached says whether grebpf's ip_gre tunnels exist here.
+func KernelAttached() bool {
+	ls, err := kernelLinks()
+	return err == nil && len(ls) > 0
+}
+
+// AttachKernel realises r with one ip_gre netdev per tunnel: the same
+// endpoints, key, TTL, TOS policy (pmtudisc on, so DF is set as in BPF
+// mode), overlay addresses and routes. It is idempotent: existing tunnels
+// with the same name are replaced.
+func AttachKernel(ns string, r config.Router) (rep Report, err error) {
+	l, err := netlink.LinkByName(r.Device)
+	if err != nil {
+		if r.Device == "" {
+			_, verr := r.Validate(0)
+			return rep, verr
+		}
+		return rep, fmt.Errorf("no such interface %q in network namespace %s: check `ip link` (or --netns)", r.Device, ns)
+	}
+	plan, err := r.Validate(l.Attrs().MTU)
+	if err != nil {
+		return rep, err
+	}
+	if Attached(ns) {
+		return rep, fmt.Errorf("grebpf is attached in bpf mode in %s: run grebpf detach first", ns)
+	}
+	if !HaveIPGRE() {
+		return rep, ErrNoIPGRE
+	}
+	// Our own earlier tunnels are not a conflict: they are replaced.
+	existing, err := kernelLinks()
+	if err != nil {
+		return rep, err
+	}
+	var own []int
+	for _, g := range existing {
+		own = append(own, g.Attrs().Index)
+	}
+	if err := routing.Check(l, plan.Tunnels, plan.Routes, own...); err != nil {
+		return rep, err
+	}
+	fresh := len(existing) == 0
+	defer func() {
+		if err != nil && fresh {
+			DetachKernel()
+		}
+	}()
+	rep = Report{Device: r.Device, Decap: "ip_gre", TC: "none", Changed: true}
+	want := map[string]bool{}
+	for _, t := range plan.Tunnels {
+		want[t.Name] = true
+		g := &netlink.Gretun{
+			LinkAttrs: netlink.LinkAttrs{Name: t.Name},
+			Link:      uint32(l.Attrs().Index),
+			Local:     t.Local.AsSlice(), Remote: t.Remote.AsSlice(),
+			Ttl: t.TTL, Tos: t.TOS, PMtuDisc: 1,
+		}
+		if t.TOSInherit {
+			g.Tos = 1 // ip_gre's "tos inherit"
+		}
+		if t.Key != nil {
+			g.IKey, g.OKey = *t.Key, *t.Key
+			g.IFlags, g.OFlags = nl.GRE_KEY, nl.GRE_KEY
+		}
+		if old, err := netlink.LinkByName(t.Name); err == nil {
+			if old.Attrs().Alias != kernelAlias {
+				return rep, fmt.Errorf("a device named %s exists and is not grebpf's: name the tunnel differently", t.Name)
+			}
+			if err := netlink.LinkDel(old); err != nil {
+				return rep, fmt.Errorf("replace %s: %w", t.Name, err)
+			}
+		}
+		if err := netlink.LinkAdd(g); err != nil {
+			return rep, fmt.Errorf("add ip_gre tunnel %s: %w", t.Name, err)
+		}
+		if err := netlink.LinkSetAlias(g, kernelAlias); err != nil {
+			return rep, fmt.Errorf("mark %s: %w", t.Name, err)
+		}
+		addr := &netlink.Addr{IPNet: hostNet(t.OverlayLocal), Peer: hostNet(t.OverlayRemote)}
+		if err := netlink.AddrAdd(g, addr); err != nil {
+			return rep, fmt.Errorf("add %s peer %s to %s: %w", t.OverlayLocal, t.OverlayRemote, t.Name, err)
+		}
+		if err := netlink.LinkSetUp(g); err != nil {
+			return rep, fmt.Errorf("set %s up: %w", t.Name, err)
+		}
+		for _, rt := range plan.Routes {
+			if rt.TunnelID != t.ID || rt.Prefix == netip.PrefixFrom(t.OverlayRemote, 32) {
+				continue // the peer address already routes the overlay /32
+			}
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: g.Attrs().Index,
+				Dst: &net.IPNet{IP: rt.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(rt.Prefix.Bits(), 32)},
+				Src: t.OverlayLocal.AsSlice(), Protocol: routing.Proto}); err != nil {
+				return rep, fmt.Errorf("add route %s: %w", rt.Prefix, err)
+			}
+		}
+	}
+	for _, old := range existing {
+		if !want[old.Attrs().Name] {
+			if err := netlink.LinkDel(old); err != nil {
+				return rep, fmt.Errorf("remove tunnel %s: %w", old.Attrs().Name, err)
+			}
+		}
+	}
+	return rep, nil
+}
+
+func hostNet(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
+}
+
+// DetachKernel deletes grebpf's ip_gre netdevs; their addresses and
+// routes go with them.
+func DetachKernel() error {
+	ls, err := kernelLinks()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, l := range ls {
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", l.Attrs().Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// KernelState reads grebpf's ip_gre tunnels for show and stats.
+func KernelState(ns string) (State, error) {
+	s := State{Netns: ns, Mode: config.ModeKernel}
+	ls, err := kernelLinks()
+	if err != nil {
+		return s, err
+	}
+	for i, g := range ls {
+		t := maps.Tunnel{ID: uint32(i + 1), Name: g.Attrs().Name, TTL: g.Ttl, MTU: uint16(g.Attrs().MTU)}
+		t.Local, _ = netip.AddrFromSlice(g.Local.To4())
+		t.Remote, _ = netip.AddrFromSlice(g.Remote.To4())
+		t.TOSInherit = g.Tos&1 != 0
+		t.TOS = g.Tos &^ 1
+		if g.OFlags&nl.GRE_KEY != 0 {
+			k := g.OKey
+			t.Key = &k
+		}
+		if dev, err := netlink.LinkByIndex(int(g.Link)); err == nil {
+			s.Device = dev.Attrs().Name
+		}
+		if addrs, err := netlink.AddrList(g, unix.AF_INET); err == nil && len(addrs) > 0 {
+			t.OverlayLocal, _ = netip.AddrFromSlice(addrs[0].IP.To4())
+			if addrs[0].Peer != nil {
+				t.OverlayRemote, _ = netip.AddrFromSlice(addrs[0].Peer.IP.To4())
+				s.Routes = append(s.Routes, maps.Route{Prefix: netip.PrefixFrom(t.OverlayRemote, 32), TunnelID: t.ID})
+			}
+		}
+		rs, _ := netlink.RouteList(g, unix.AF_INET)
+		for _, r := range rs {
+			if r.Protocol != routing.Proto || r.Dst == nil {
+				continue
+			}
+			a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
+			ones, _ := r.Dst.Mask.Size()
+			s.Routes = append(s.Routes, maps.Route{Prefix: netip.PrefixFrom(a, ones), TunnelID: t.ID})
+		}
+		st := g.Attrs().Statistics
+		var c maps.Counters
+		if st != nil {
+			c = maps.Counters{RxPackets: st.RxPackets, RxBytes: st.RxBytes, TxPackets: st.TxPackets, TxBytes: st.TxBytes}
+		}
+		s.Tunnels = append(s.Tunnels, TunnelState{t, c})
+	}
+	return s, nil
+}

@@ -344,9 +344,9 @@ hostname grebpf-vm
 echo 1 > /proc/sys/kernel/sysrq
 export HOME=/root PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 %s
-echo "vm: kernel $(uname -r)"
 cd %s || exit 1
 echo %s
+echo "vm: kernel $(uname -r)"
 %s
 echo "%s$?"
 echo o > /proc/sysrq-trigger

@@ -13,7 +13,7 @@ import (
 // change to either router.
 func TestBadInput(t *testing.T) {
 	labUp(t)
-	grebpf(t, attachArgs("r2", "--decap", "tc")...)
+	grebpf(t, attachArgs("r2")...)
 	before := snapshot(t, "r1", "wan1") + snapshot(t, "r2", "wan2")
 
 	replace := func(args []string, flag, val string) []string {
@@ -46,7 +46,7 @@ func TestBadInput(t *testing.T) {
 		{"missing config", []string{"--netns", "r1", "attach", "--config", "/nonexistent.yaml"}, false, "read config"},
 		{"unknown tunnel", []string{"--netns", "r2", "stats", "--tunnel", "nosuch"}, false, `no tunnel named "nosuch" in r2: have gre1`},
 		{"stats with nothing attached", []string{"--netns", "r1", "stats"}, false, "nothing attached in network namespace r1: run grebpf attach first"},
-		{"change attach mode", attachArgs("r2", "--decap", "xdp"), false, "run grebpf detach first to change the attach mode"},
+		{"change attach mode", attachArgs("r2", "--decap", "xdp", "--xdp-generic"), false, "run grebpf detach first to change the attach mode"},
 		{"unknown command", []string{"frobnicate"}, false, `unknown command "frobnicate"`},
 		{"unknown flag", append(r1, "--colour"), false, "flag provided but not defined: -colour"},
 	}

@@ -12,11 +12,30 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/grebpf/grebpf/loader"
 )
 
 var grebpfBin string
+
+// What the kernel can do decides what attach chooses and refuses; the
+// tests expect accordingly, from the same probes (not the version).
+var (
+	haveDecapL3 = sync.OnceValue(func() bool { ok, _ := loader.ProbeDecapL3(); return ok })
+	haveTCX     = sync.OnceValue(loader.HaveTCX)
+)
+
+// refused runs grebpf, which must fail with a one-line error containing want.
+func refused(t *testing.T, want string, args ...string) {
+	t.Helper()
+	r := execute(t, grebpfBin, args...)
+	if r.code == 0 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("grebpf %s: exit %d, stderr %q; want a one-line error saying %q", strings.Join(args, " "), r.code, r.stderr, want)
+	}
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {

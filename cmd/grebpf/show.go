@@ -36,6 +36,7 @@ type showOut struct {
 	GRO     bool         `json:"gro_turned_on"`
 	TC      string       `json:"tc"`
 	DecapL3 bool         `json:"kernel_adjust_room_decap_l3"`
+	TCX     bool         `json:"kernel_tcx"`
 	Pins    string       `json:"pins"`
 	Tunnels []showTunnel `json:"tunnels"`
 	Routes  []showRoute  `json:"routes"`
@@ -58,7 +59,7 @@ func runShow(g *globals, args []string) error {
 	}
 	out := showOut{
 		Netns: ns, Mode: st.Mode, Device: st.Device, Decap: st.DecapName(), TC: st.TCName(),
-		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, DecapL3: decapL3, Pins: st.Dir,
+		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, DecapL3: decapL3, TCX: loader.HaveTCX(), Pins: st.Dir,
 		Tunnels: []showTunnel{}, Routes: []showRoute{},
 	}
 	if out.Decap == "xdp" {
@@ -100,7 +101,7 @@ func runShow(g *globals, args []string) error {
 		fmt.Fprintf(g.out, "ip_gre netdevs named after the tunnels\n\n")
 	} else {
 		fmt.Fprintf(g.out, "decap %s  encap tc egress  tc attach %s\n", decap, out.TC)
-		fmt.Fprintf(g.out, "kernel: adjust_room DECAP_L3_IPV4 %s\n", yesNo(out.DecapL3))
+		fmt.Fprintf(g.out, "kernel: tcx %s, adjust_room DECAP_L3_IPV4 %s\n", yesNo(out.TCX), yesNo(out.DecapL3))
 		fmt.Fprintf(g.out, "pins %s\n\n", out.Pins)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)

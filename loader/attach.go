@@ -42,20 +42,12 @@ const (
 // place. Bad input is refused before anything changes; a fresh attach that
 // fails half-way is undone.
 func Attach(ns string, r config.Router) (rep Report, err error) {
-	l, err := netlink.LinkByName(r.Device)
-	if err != nil {
-		if r.Device == "" {
-			_, verr := r.Validate(0)
-			return rep, verr
-		}
-		return rep, fmt.Errorf("no such interface %q in network namespace %s: check `ip link` (or --netns)", r.Device, ns)
-	}
-	rep.Device = r.Device
-	idx := l.Attrs().Index
-	plan, err := r.Validate(l.Attrs().MTU)
+	l, plan, err := resolve(ns, r)
 	if err != nil {
 		return rep, err
 	}
+	rep.Device = r.Device
+	idx := l.Attrs().Index
 	if err := routing.Check(l, plan.Tunnels, plan.Routes); err != nil {
 		return rep, err
 	}
@@ -186,6 +178,20 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 		}
 	}
 	return rep, nil
+}
+
+// resolve finds the WAN device and validates r against its MTU.
+func resolve(ns string, r config.Router) (netlink.Link, config.Plan, error) {
+	if r.Device == "" {
+		_, err := r.Validate(0)
+		return nil, config.Plan{}, err
+	}
+	l, err := netlink.LinkByName(r.Device)
+	if err != nil {
+		return nil, config.Plan{}, fmt.Errorf("no such interface %q in network namespace %s: check `ip link` (or --netns)", r.Device, ns)
+	}
+	plan, err := r.Validate(l.Attrs().MTU)
+	return l, plan, err
 }
 
 func decapName(d bpf.GrebpfDecapAttach) string {

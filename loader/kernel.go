@@ -58,15 +58,7 @@ func KernelAttached() bool {
 // mode), overlay addresses and routes. It is idempotent: existing tunnels
 // with the same name are replaced.
 func AttachKernel(ns string, r config.Router) (rep Report, err error) {
-	l, err := netlink.LinkByName(r.Device)
-	if err != nil {
-		if r.Device == "" {
-			_, verr := r.Validate(0)
-			return rep, verr
-		}
-		return rep, fmt.Errorf("no such interface %q in network namespace %s: check `ip link` (or --netns)", r.Device, ns)
-	}
-	plan, err := r.Validate(l.Attrs().MTU)
+	l, plan, err := resolve(ns, r)
 	if err != nil {
 		return rep, err
 	}

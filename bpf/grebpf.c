@@ -1,7 +1,10 @@
 //go:build ignore
 
 /* grebpf data plane: GRE decap on WAN ingress (XDP or TC), GRE encap on
- * WAN egress (TC). Everything not addressed to a configured tunnel passes. */
+ * WAN egress (TC), and the optional XDP fast path that forwards whole flows
+ * without the stack (LAN ingress: encap + redirect to the WAN; WAN ingress:
+ * decap + fib lookup + redirect to the LAN). Everything not addressed to a
+ * configured tunnel passes. */
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -23,12 +26,33 @@
  * the inner IPv4 header. */
 #define DECAP_PULL_LEN (ETH_HLEN + 60 + GRE_KEY_HLEN + 20)
 
+/* Strips d->strip bytes after the MAC header of an XDP frame, keeping the
+ * MAC header: it was addressed to us, and the inner packet is IPv4 like the
+ * outer one. */
+static __always_inline int xdp_strip(struct xdp_md *ctx, const struct decap *d)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr eth;
+
+	if (data + sizeof(eth) > data_end)
+		return -1;
+	__builtin_memcpy(&eth, data, sizeof(eth));
+	if (bpf_xdp_adjust_head(ctx, d->strip))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + sizeof(eth) > data_end)
+		return -1;
+	__builtin_memcpy(data, &eth, sizeof(eth));
+	return 0;
+}
+
 SEC("xdp")
 int decap_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr eth;
 	struct decap d;
 	enum reason r;
 
@@ -37,22 +61,12 @@ int decap_xdp(struct xdp_md *ctx)
 		count_reason(r);
 		return reason_passes(r) ? XDP_PASS : XDP_DROP;
 	}
-
-	/* The MAC header stays: it was addressed to us, and the inner packet
-	 * is IPv4 like the outer one. */
-	__builtin_memcpy(&eth, data, sizeof(eth));
-	if (bpf_xdp_adjust_head(ctx, d.strip))
-		goto fail;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + sizeof(eth) > data_end)
-		goto fail;
-	__builtin_memcpy(data, &eth, sizeof(eth));
+	if (xdp_strip(ctx, &d)) {
+		count_reason(REASON_DECAP_FAILED);
+		return XDP_DROP;
+	}
 	count_rx(d.tunnel_id, 1, d.inner_len);
 	return XDP_PASS;
-fail:
-	count_reason(REASON_DECAP_FAILED);
-	return XDP_DROP;
 }
 
 SEC("tc")
@@ -177,6 +191,125 @@ int encap_tc(struct __sk_buff *skb)
 		count_reason(REASON_NO_OUTER_ROUTE);
 		return TC_ACT_SHOT;
 	}
+}
+
+/* Fast path, WAN ingress: decap as decap_xdp, then forward the inner
+ * packet to the LAN itself when the kernel's FIB says where and the
+ * neighbour is known. What the stack does better stays with it: TTL <= 1
+ * (time exceeded), local destinations, unresolved neighbours. */
+SEC("xdp")
+int fastpath_wan(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup fib = {};
+	struct iphdr *inner;
+	struct ethhdr *eth;
+	struct decap d;
+	enum reason r;
+	long rc = -1;
+
+	r = decap_classify(data, data_end, bpf_xdp_get_buff_len(ctx), &d);
+	if (r != REASON_NONE) {
+		count_reason(r);
+		return reason_passes(r) ? XDP_PASS : XDP_DROP;
+	}
+	inner = data + ETH_HLEN + d.strip;
+	if ((void *)(inner + 1) > data_end)
+		return XDP_PASS; /* decap_classify has checked it; for the verifier */
+	if (inner->ttl > 1) {
+		fib.family = AF_INET;
+		fib.tos = inner->tos;
+		fib.l4_protocol = inner->protocol;
+		fib.tot_len = d.inner_len;
+		fib.ipv4_src = inner->saddr;
+		fib.ipv4_dst = inner->daddr;
+		fib.ifindex = ctx->ingress_ifindex;
+		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	}
+	if (xdp_strip(ctx, &d)) {
+		count_reason(REASON_DECAP_FAILED);
+		return XDP_DROP;
+	}
+	count_rx(d.tunnel_id, 1, d.inner_len);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return XDP_PASS;
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	inner = (void *)(eth + 1);
+	if ((void *)(inner + 1) > data_end)
+		return XDP_PASS;
+	ipv4_dec_ttl(inner);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+/* Fast path, LAN ingress: what the stack plus encap_tc would do to a packet
+ * routed into a tunnel, done here and redirected out of the WAN device.
+ * TTL <= 1, packets over the tunnel MTU (the stack sends "frag needed" or
+ * fragments) and unresolved outer next hops go to the stack, which hands
+ * them to encap_tc. */
+SEC("xdp")
+int fastpath_lan(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct route_key rk = { .prefixlen = 32 };
+	struct bpf_fib_lookup fib = {};
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1), *inner;
+	struct attachment *a;
+	struct tunnel *t;
+	__u32 id, *idp, hlen, zero = 0;
+	__u16 inner_len;
+	__u8 tos, ttl;
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5)
+		return XDP_PASS;
+	rk.addr = ip->daddr;
+	idp = bpf_map_lookup_elem(&routes, &rk);
+	if (!idp)
+		return XDP_PASS;
+	id = *idp;
+	t = bpf_map_lookup_elem(&tunnels, &id);
+	a = bpf_map_lookup_elem(&attachments, &zero);
+	if (!t || !t->remote || !a)
+		return XDP_PASS;
+	inner_len = bpf_ntohs(ip->tot_len);
+	if (ip->ttl <= 1 || inner_len > t->mtu)
+		return XDP_PASS;
+	hlen = encap_len(t);
+
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_GRE;
+	fib.tot_len = inner_len + hlen;
+	fib.ipv4_src = t->local;
+	fib.ipv4_dst = t->remote;
+	fib.ifindex = a->ifindex;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS)
+		return XDP_PASS;
+
+	tos = ip->tos;
+	ttl = ip->ttl - 1;
+	if (bpf_xdp_adjust_head(ctx, -(int)hlen))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	ip = (void *)(eth + 1);
+	inner = (void *)ip + hlen;
+	if ((void *)(inner + 1) > data_end)
+		return XDP_DROP; /* cannot happen: the inner header was there */
+	ipv4_dec_ttl(inner);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	encap_write(ip, t, tos, ttl, inner_len + hlen);
+	count_tx(id, 1, inner_len);
+	return bpf_redirect(fib.ifindex, 0);
 }
 
 /* Feature probe run by the loader through BPF_PROG_TEST_RUN: returns 1 when

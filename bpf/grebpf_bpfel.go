@@ -113,6 +113,8 @@ const (
 	GrebpfProgDecapTc      = "decap_tc"
 	GrebpfProgDecapXdp     = "decap_xdp"
 	GrebpfProgEncapTc      = "encap_tc"
+	GrebpfProgFastpathLan  = "fastpath_lan"
+	GrebpfProgFastpathWan  = "fastpath_wan"
 	GrebpfProgProbeDecapL3 = "probe_decap_l3"
 )
 
@@ -161,6 +163,8 @@ type GrebpfProgramSpecs struct {
 	DecapTc      *ebpf.ProgramSpec `ebpf:"decap_tc"`
 	DecapXdp     *ebpf.ProgramSpec `ebpf:"decap_xdp"`
 	EncapTc      *ebpf.ProgramSpec `ebpf:"encap_tc"`
+	FastpathLan  *ebpf.ProgramSpec `ebpf:"fastpath_lan"`
+	FastpathWan  *ebpf.ProgramSpec `ebpf:"fastpath_wan"`
 	ProbeDecapL3 *ebpf.ProgramSpec `ebpf:"probe_decap_l3"`
 }
 
@@ -234,6 +238,8 @@ type GrebpfPrograms struct {
 	DecapTc      *ebpf.Program `ebpf:"decap_tc"`
 	DecapXdp     *ebpf.Program `ebpf:"decap_xdp"`
 	EncapTc      *ebpf.Program `ebpf:"encap_tc"`
+	FastpathLan  *ebpf.Program `ebpf:"fastpath_lan"`
+	FastpathWan  *ebpf.Program `ebpf:"fastpath_wan"`
 	ProbeDecapL3 *ebpf.Program `ebpf:"probe_decap_l3"`
 }
 
@@ -242,6 +248,8 @@ func (p *GrebpfPrograms) Close() error {
 		p.DecapTc,
 		p.DecapXdp,
 		p.EncapTc,
+		p.FastpathLan,
+		p.FastpathWan,
 		p.ProbeDecapL3,
 	)
 }

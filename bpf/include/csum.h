@@ -3,12 +3,24 @@
 
 #include <linux/ip.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 static __always_inline __u16 csum_fold(__u32 sum)
 {
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	return (__u16)~sum;
+}
+
+/* TTL - 1 with the header checksum updated incrementally (RFC 1624), as
+ * the kernel's ip_decrease_ttl does. */
+static __always_inline void ipv4_dec_ttl(struct iphdr *ip)
+{
+	__u32 check = ip->check;
+
+	check += bpf_htons(0x0100);
+	ip->check = (__u16)(check + (check >= 0xffff));
+	ip->ttl--;
 }
 
 /* Checksum of an option-less header; the caller has bounds-checked it.

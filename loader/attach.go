@@ -26,6 +26,8 @@ type Report struct {
 	GRO     bool   // GRO turned on for XDP on a veth
 	DecapL3 bool   // kernel knows BPF_F_ADJ_ROOM_DECAP_L3_IPV4
 	Changed bool   // false when attach found everything already in place
+	// FastPath lists the LAN devices with the XDP fast path.
+	FastPath []string
 }
 
 // cls_bpf filter identity for the clsact path: a priority and handle of our
@@ -106,7 +108,8 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 		return rep, err
 	}
 	if !fresh {
-		if att.Decap != prevAtt.Decap || att.Flags&maps.AttachXDPGeneric != prevAtt.Flags&maps.AttachXDPGeneric ||
+		modeFlags := uint32(maps.AttachXDPGeneric | maps.AttachFastPath)
+		if att.Decap != prevAtt.Decap || att.Flags&modeFlags != prevAtt.Flags&modeFlags ||
 			(plan.TC != config.TCAuto && tcName(prevAtt.Tc) != plan.TC) {
 			return rep, fmt.Errorf("grebpf is attached with decap %s, tc %s: run grebpf detach first to change the attach mode",
 				decapName(prevAtt.Decap), tcName(prevAtt.Tc))
@@ -142,6 +145,12 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 		return rep, err
 	}
 	rep.Changed = rep.Changed || c
+	c, err = attachFastPath(dir, objs.FastpathLan, plan.FastPath, att.Flags)
+	if err != nil {
+		return rep, err
+	}
+	rep.Changed = rep.Changed || c
+	rep.FastPath = plan.FastPath
 	if err = maps.WriteAttachment(&objs.GrebpfMaps, att); err != nil {
 		return rep, err
 	}
@@ -186,9 +195,14 @@ func resolve(ns string, r config.Router) (netlink.Link, config.Plan, error) {
 		_, err := r.Validate(0)
 		return nil, config.Plan{}, err
 	}
+	for _, dev := range append([]string{r.Device}, r.FastPath...) {
+		if _, err := netlink.LinkByName(dev); err != nil {
+			return nil, config.Plan{}, fmt.Errorf("no such interface %q in network namespace %s: check `ip link` (or --netns)", dev, ns)
+		}
+	}
 	l, err := netlink.LinkByName(r.Device)
 	if err != nil {
-		return nil, config.Plan{}, fmt.Errorf("no such interface %q in network namespace %s: check `ip link` (or --netns)", r.Device, ns)
+		return nil, config.Plan{}, err
 	}
 	plan, err := r.Validate(l.Attrs().MTU)
 	return l, plan, err
@@ -217,11 +231,16 @@ func tcName(t bpf.GrebpfTcAttach) string {
 // chooseAttachment resolves "auto". Decap defaults to TC ingress on a veth
 // when the kernel can keep GSO through it (measured: XDP on a veth turns
 // the peer's TSO off and TCP falls from ~15 to under 5 Gbit/s), and to XDP
-// everywhere else, where it is the cheaper hook.
+// everywhere else, where it is the cheaper hook. The fast path is XDP.
 func chooseAttachment(p config.Plan, l netlink.Link, decapL3 bool) (maps.Attachment, error) {
 	att := maps.Attachment{Ifindex: uint32(l.Attrs().Index)}
 	if p.XDPGeneric {
 		att.Flags |= maps.AttachXDPGeneric
+	}
+	if len(p.FastPath) > 0 {
+		att.Flags |= maps.AttachFastPath
+		att.Decap = bpf.GrebpfDecapAttachDECAP_XDP
+		return att, nil
 	}
 	switch p.Decap {
 	case config.DecapXDP:
@@ -366,12 +385,13 @@ func attachDecap(dir string, objs *bpf.GrebpfObjects, l netlink.Link, att *maps.
 	if att.Decap == bpf.GrebpfDecapAttachDECAP_TC {
 		return attachTC(dir, pinDecapLink, pinDecapProg, objs.DecapTc, idx, ebpf.AttachTCXIngress, att, want)
 	}
-	flags := link.XDPDriverMode
-	if att.Flags&maps.AttachXDPGeneric != 0 {
-		flags = link.XDPGenericMode
+	flags := xdpMode(att.Flags)
+	prog := objs.DecapXdp
+	if att.Flags&maps.AttachFastPath != 0 {
+		prog = objs.FastpathWan
 	}
-	changed, err := attachLink(filepath.Join(dir, pinDecapLink), objs.DecapXdp, func() (link.Link, error) {
-		return link.AttachXDP(link.XDPOptions{Program: objs.DecapXdp, Interface: idx, Flags: flags})
+	changed, err := attachLink(filepath.Join(dir, pinDecapLink), prog, func() (link.Link, error) {
+		return link.AttachXDP(link.XDPOptions{Program: prog, Interface: idx, Flags: flags})
 	})
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) && flags == link.XDPDriverMode {
 		return false, fmt.Errorf("device %s has no native XDP support: use --xdp-generic or --decap tc", l.Attrs().Name)
@@ -392,6 +412,49 @@ func attachDecap(dir string, objs *bpf.GrebpfObjects, l netlink.Link, att *maps.
 			}
 			att.Flags |= maps.AttachGROOwned
 			changed = true
+		}
+	}
+	return changed, nil
+}
+
+func xdpMode(attachFlags uint32) link.XDPAttachFlags {
+	if attachFlags&maps.AttachXDPGeneric != 0 {
+		return link.XDPGenericMode
+	}
+	return link.XDPDriverMode
+}
+
+// fastPathPin names the pinned link of the LAN fast path on ifindex.
+func fastPathPin(dir string, ifindex int) string {
+	return filepath.Join(dir, fmt.Sprintf("%s%d", pinFastPathPrefix, ifindex))
+}
+
+// attachFastPath puts fastpath_lan on each LAN device and takes it off
+// devices no longer listed.
+func attachFastPath(dir string, prog *ebpf.Program, devs []string, attachFlags uint32) (changed bool, err error) {
+	want := map[string]bool{}
+	for _, name := range devs {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return changed, fmt.Errorf("no such interface %q: check `ip link`", name)
+		}
+		pin := fastPathPin(dir, l.Attrs().Index)
+		want[pin] = true
+		c, err := attachLink(pin, prog, func() (link.Link, error) {
+			return link.AttachXDP(link.XDPOptions{Program: prog, Interface: l.Attrs().Index, Flags: xdpMode(attachFlags)})
+		})
+		if err != nil {
+			return changed, fmt.Errorf("attach the XDP fast path to %s: %w", name, err)
+		}
+		changed = changed || c
+	}
+	pins, _ := filepath.Glob(filepath.Join(dir, pinFastPathPrefix+"*"))
+	for _, p := range pins {
+		if !want[p] {
+			changed = true
+			if err := os.Remove(p); err != nil {
+				return changed, fmt.Errorf("take the fast path off: %w", err)
+			}
 		}
 	}
 	return changed, nil

@@ -23,6 +23,8 @@ const (
 	pinEncapLink = "encap_link" // tcx link
 	pinDecapProg = "decap_prog" // clsact: cls_bpf holds the program, the pin names it
 	pinEncapProg = "encap_prog"
+	// fastpath_lan_<ifindex>: the XDP link of the LAN fast path on a device.
+	pinFastPathPrefix = "fastpath_lan_"
 )
 
 // Dir is the pin directory of the data plane in network namespace ns.

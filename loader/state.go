@@ -2,6 +2,9 @@ package loader
 
 import (
 	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 
@@ -25,6 +28,7 @@ type State struct {
 	Tunnels    []TunnelState
 	Routes     []maps.Route
 	Reasons    []uint64 // indexed by maps.Reason
+	FastPath   []string // LAN devices with the XDP fast path
 }
 
 // ReadState reads a pinned data plane.
@@ -56,6 +60,15 @@ func ReadState(ns string) (State, error) {
 	}
 	if s.Routes, err = maps.Routes(&d.Maps); err != nil {
 		return s, err
+	}
+	pins, _ := filepath.Glob(filepath.Join(d.Dir, pinFastPathPrefix+"*"))
+	for _, p := range pins {
+		idx, _ := strconv.Atoi(strings.TrimPrefix(filepath.Base(p), pinFastPathPrefix))
+		name := fmt.Sprintf("ifindex %d (gone)", idx)
+		if l, err := netlink.LinkByIndex(idx); err == nil {
+			name = l.Attrs().Name
+		}
+		s.FastPath = append(s.FastPath, name)
 	}
 	s.Reasons, err = maps.ReasonCounts(&d.Maps)
 	return s, err

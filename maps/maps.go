@@ -279,6 +279,7 @@ const (
 	AttachXDPGeneric  = 1 << 0
 	AttachClsactOwned = 1 << 1
 	AttachGROOwned    = 1 << 2
+	AttachFastPath    = 1 << 3
 )
 
 // ReadAttachment returns the attachment record; Ifindex 0 means none.

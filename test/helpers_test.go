@@ -116,15 +116,23 @@ func grebpf(t testing.TB, args ...string) string {
 }
 
 // labUp builds the lab with no tunnel and tears it down after the test.
-func labUp(t *testing.T) {
+// Extra arguments go to lab up (--fastpath).
+func labUp(t *testing.T, extra ...string) {
 	t.Helper()
 	execute(t, grebpfBin, "lab", "down") // a previous run's leftovers
-	grebpf(t, "lab", "up", "--tunnel", "none")
+	grebpf(t, append([]string{"lab", "up", "--tunnel", "none"}, extra...)...)
 	t.Cleanup(func() { grebpf(t, "lab", "down") })
 }
 
 // attachArgs are the lab's tunnel, as a user would type it, per router.
+// In extra, LAN stands for the router's LAN device.
 func attachArgs(router string, extra ...string) []string {
+	extra = slices.Clone(extra)
+	for i, a := range extra {
+		if a == "LAN" {
+			extra[i] = map[string]string{"r1": "lan1", "r2": "lan2"}[router]
+		}
+	}
 	a := map[string][]string{
 		"r1": {"--netns", "r1", "attach", "--dev", "wan1", "--local", "10.100.0.1", "--remote", "10.200.0.1",
 			"--overlay", "192.168.1.1", "--peer", "192.168.1.2", "--route", "172.16.200.0/24"},

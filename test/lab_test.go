@@ -23,20 +23,35 @@ func TestSeedWithoutTunnel(t *testing.T) {
 	}
 }
 
-// The seed with the tunnel, once per decap attach point.
+// The seed with the tunnel, once per decap attach point, and with the XDP
+// fast path (on a lab prepared for it).
 func TestTunnel(t *testing.T) {
-	for _, decap := range []string{"xdp", "tc"} {
-		t.Run("decap-"+decap, func(t *testing.T) {
-			labUp(t)
-			if decap == "tc" && !haveDecapL3() {
+	for _, mode := range []struct {
+		name, decap string
+		lab, attach []string
+	}{
+		{"decap-xdp", "xdp", nil, []string{"--decap", "xdp"}},
+		{"decap-tc", "tc", nil, []string{"--decap", "tc"}},
+		{"fastpath", "xdp", []string{"--fastpath"}, []string{"--fastpath", "LAN"}},
+	} {
+		decap := mode.name
+		t.Run(mode.name, func(t *testing.T) {
+			labUp(t, mode.lab...)
+			if mode.decap == "tc" && !haveDecapL3() {
 				// Without it GSO packets could not be stripped safely.
 				refused(t, "lacks BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (Linux 6.3+), which TC decap needs: use --decap xdp", attachArgs("r2", "--decap", "tc")...)
 				return
 			}
-			attachBoth(t, "--decap", decap)
-			var show struct{ Decap string }
-			if err := json.Unmarshal([]byte(grebpf(t, "--netns", "r1", "show", "--json")), &show); err != nil || show.Decap != decap {
-				t.Fatalf("show says decap %q (%v), want %s", show.Decap, err, decap)
+			attachBoth(t, mode.attach...)
+			var show struct {
+				Decap    string
+				FastPath []string
+			}
+			if err := json.Unmarshal([]byte(grebpf(t, "--netns", "r1", "show", "--json")), &show); err != nil || show.Decap != mode.decap {
+				t.Fatalf("show says decap %q (%v), want %s", show.Decap, err, mode.decap)
+			}
+			if fast := slices.Equal(show.FastPath, []string{"lan1"}); fast != (mode.lab != nil) {
+				t.Fatalf("show says fast path on %v", show.FastPath)
 			}
 
 			t.Run("traceroute", func(t *testing.T) {
@@ -114,7 +129,7 @@ func TestTunnel(t *testing.T) {
 			})
 			t.Run("iperf3", func(t *testing.T) {
 				gbps, retrans := iperf(t, 5)
-				t.Logf("iperf3 TCP lan1 → lan2, decap %s: %.2f Gbit/s, %d retransmits", decap, gbps, retrans)
+				t.Logf("iperf3 TCP lan1 → lan2, %s: %.2f Gbit/s, %d retransmits", decap, gbps, retrans)
 				if gbps <= 0 {
 					t.Errorf("no TCP throughput")
 				}

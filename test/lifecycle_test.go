@@ -30,7 +30,7 @@ func snapshot(t *testing.T, ns, dev string) string {
 	section("qdiscs", in(t, ns, "tc", "qdisc", "show", "dev", dev))
 	section("ingress filters", in(t, ns, "tc", "filter", "show", "dev", dev, "ingress"))
 	section("egress filters", in(t, ns, "tc", "filter", "show", "dev", dev, "egress"))
-	section("bpf attachments", in(t, ns, "bpftool", "net", "show", "dev", dev))
+	section("bpf attachments", in(t, ns, "bpftool", "net", "show"))
 	gro := regexp.MustCompile(`generic-receive-offload: \w+`).FindString(in(t, ns, "ethtool", "-k", dev))
 	section("gro", gro)
 	section("programs", ids(t, "prog"))
@@ -86,6 +86,7 @@ var attachModes = []struct {
 	{"decap-tc clsact", []string{"--decap", "tc", "--tc", "clsact"}, "decap tc ingress"},
 	{"decap-xdp clsact", []string{"--decap", "xdp", "--tc", "clsact"}, "decap xdp native, GRO turned on"},
 	{"decap-xdp-generic clsact", []string{"--xdp-generic", "--tc", "clsact"}, "decap xdp generic"},
+	{"fastpath", []string{"--fastpath", "LAN"}, "decap xdp native, GRO turned on"},
 }
 
 // Attach twice = attach once; detach leaves r1 as it was; in every mode,
@@ -93,7 +94,12 @@ var attachModes = []struct {
 func TestAttachDetachLifecycle(t *testing.T) {
 	for _, m := range attachModes {
 		t.Run(m.name, func(t *testing.T) {
-			labUp(t)
+			fast := slices.Contains(m.args, "--fastpath")
+			if fast {
+				labUp(t, "--fastpath")
+			} else {
+				labUp(t)
+			}
 			if slices.Contains(m.args, "tc") && !haveDecapL3() {
 				refused(t, "which TC decap needs: use --decap xdp", attachArgs("r2", m.args...)...)
 				return
@@ -102,6 +108,9 @@ func TestAttachDetachLifecycle(t *testing.T) {
 			show := m.decap + "  encap tc egress  tc attach clsact"
 			if !slices.Contains(m.args, "clsact") && haveTCX() {
 				show = m.decap + "  encap tc egress  tc attach tcx"
+			}
+			if fast {
+				show += "\nXDP fast path on lan1"
 			}
 			grebpf(t, attachArgs("r2", m.args...)...)
 			before := snapshot(t, "r1", "wan1")

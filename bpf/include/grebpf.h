@@ -107,6 +107,7 @@ enum attachment_flag {
 	ATTACH_F_XDP_GENERIC = 1 << 0,
 	ATTACH_F_CLSACT_OWNED = 1 << 1, /* control plane added the clsact qdisc */
 	ATTACH_F_GRO_OWNED = 1 << 2,    /* control plane turned GRO on */
+	ATTACH_F_FASTPATH = 1 << 3,     /* WAN runs fastpath_wan, LANs fastpath_lan */
 };
 
 /* attachments map: one entry saying where and how the programs are attached,

@@ -21,10 +21,11 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 func attachRouter(g *globals, args []string) (config.Router, error) {
 	fs := newFlags(g, "attach", "attach --dev WAN --local A --remote B --overlay X --peer Y --route PREFIX… | attach --config FILE")
 	var (
-		r      config.Router
-		t      config.Tunnel
-		routes listFlag
-		file   string
+		r        config.Router
+		t        config.Tunnel
+		routes   listFlag
+		fastpath listFlag
+		file     string
 	)
 	fs.StringVar(&file, "config", "", "YAML file describing the router (device, tunnels, routes)")
 	fs.StringVar(&r.Device, "dev", "", "WAN device")
@@ -41,10 +42,12 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	fs.StringVar(&t.Overlay, "overlay", "", "this side's tunnel address")
 	fs.StringVar(&t.Peer, "peer", "", "the other side's tunnel address")
 	fs.Var(&routes, "route", "inner prefix to send through the tunnel (repeatable)")
+	fs.Var(&fastpath, "fastpath", "LAN device to put the XDP fast path on (repeatable); decap then runs in XDP and forwards too")
 	if err := parse(fs, args); err != nil {
 		return r, err
 	}
 	t.Routes = routes
+	r.FastPath = fastpath
 	tunnelFlags := false
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
@@ -78,6 +81,8 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 			fromFile.XDPGeneric = r.XDPGeneric
 		case "tc":
 			fromFile.TC = r.TC
+		case "fastpath":
+			fromFile.FastPath = r.FastPath
 		}
 	})
 	return fromFile, nil
@@ -114,6 +119,10 @@ func runAttach(g *globals, args []string) error {
 	if rep.XDPMode != "" {
 		mode += " (" + rep.XDPMode + ")"
 	}
-	fmt.Fprintf(g.out, "%s: %s on %s in %s, %s, encap tc egress via %s\n", "grebpf", verb, rep.Device, ns, mode, rep.TC)
+	fast := ""
+	if len(rep.FastPath) > 0 {
+		fast = ", XDP fast path on " + strings.Join(rep.FastPath, ", ")
+	}
+	fmt.Fprintf(g.out, "grebpf: %s on %s in %s, %s, encap tc egress via %s%s\n", verb, rep.Device, ns, mode, rep.TC, fast)
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/grebpf/grebpf/internal/config"
@@ -28,18 +29,19 @@ type showRoute struct {
 }
 
 type showOut struct {
-	Netns   string       `json:"netns"`
-	Mode    string       `json:"mode"`
-	Device  string       `json:"device"`
-	Decap   string       `json:"decap"`
-	XDPMode string       `json:"xdp_mode,omitempty"`
-	GRO     bool         `json:"gro_turned_on"`
-	TC      string       `json:"tc"`
-	DecapL3 bool         `json:"kernel_adjust_room_decap_l3"`
-	TCX     bool         `json:"kernel_tcx"`
-	Pins    string       `json:"pins"`
-	Tunnels []showTunnel `json:"tunnels"`
-	Routes  []showRoute  `json:"routes"`
+	Netns    string       `json:"netns"`
+	Mode     string       `json:"mode"`
+	Device   string       `json:"device"`
+	Decap    string       `json:"decap"`
+	XDPMode  string       `json:"xdp_mode,omitempty"`
+	GRO      bool         `json:"gro_turned_on"`
+	TC       string       `json:"tc"`
+	DecapL3  bool         `json:"kernel_adjust_room_decap_l3"`
+	TCX      bool         `json:"kernel_tcx"`
+	FastPath []string     `json:"fastpath"`
+	Pins     string       `json:"pins"`
+	Tunnels  []showTunnel `json:"tunnels"`
+	Routes   []showRoute  `json:"routes"`
 }
 
 func runShow(g *globals, args []string) error {
@@ -59,7 +61,7 @@ func runShow(g *globals, args []string) error {
 	}
 	out := showOut{
 		Netns: ns, Mode: st.Mode, Device: st.Device, Decap: st.DecapName(), TC: st.TCName(),
-		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, DecapL3: decapL3, TCX: loader.HaveTCX(), Pins: st.Dir,
+		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, DecapL3: decapL3, TCX: loader.HaveTCX(), Pins: st.Dir, FastPath: st.FastPath,
 		Tunnels: []showTunnel{}, Routes: []showRoute{},
 	}
 	if out.Decap == "xdp" {
@@ -101,6 +103,9 @@ func runShow(g *globals, args []string) error {
 		fmt.Fprintf(g.out, "ip_gre netdevs named after the tunnels\n\n")
 	} else {
 		fmt.Fprintf(g.out, "decap %s  encap tc egress  tc attach %s\n", decap, out.TC)
+		if len(out.FastPath) > 0 {
+			fmt.Fprintf(g.out, "XDP fast path on %s (WAN forwards after decap)\n", strings.Join(out.FastPath, ", "))
+		}
 		fmt.Fprintf(g.out, "kernel: tcx %s, adjust_room DECAP_L3_IPV4 %s\n", yesNo(out.TCX), yesNo(out.DecapL3))
 		fmt.Fprintf(g.out, "pins %s\n\n", out.Pins)
 	}

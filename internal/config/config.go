@@ -50,8 +50,11 @@ type Router struct {
 	// XDPGeneric attaches XDP in generic (skb) mode instead of native.
 	XDPGeneric bool `yaml:"xdp_generic"`
 	// TC is how TC programs attach: auto (tcx where the kernel has it), tcx, clsact.
-	TC      string   `yaml:"tc"`
-	Tunnels []Tunnel `yaml:"tunnels"`
+	TC string `yaml:"tc"`
+	// FastPath lists LAN devices whose traffic into the tunnels XDP
+	// encapsulates and redirects itself; with it, WAN decap forwards too.
+	FastPath []string `yaml:"fastpath"`
+	Tunnels  []Tunnel `yaml:"tunnels"`
 }
 
 // Tunnel is one GRE tunnel and the inner prefixes routed into it.
@@ -93,6 +96,7 @@ type Plan struct {
 	Decap      string
 	XDPGeneric bool
 	TC         string
+	FastPath   []string
 	Tunnels    []maps.Tunnel
 	Routes     []maps.Route
 }
@@ -100,7 +104,7 @@ type Plan struct {
 // Validate checks r and turns it into a Plan. wanMTU sizes the route MTU.
 // Every error names the field and what to write instead.
 func (r Router) Validate(wanMTU int) (Plan, error) {
-	p := Plan{Device: r.Device, Mode: r.Mode, Decap: r.Decap, XDPGeneric: r.XDPGeneric, TC: r.TC}
+	p := Plan{Device: r.Device, Mode: r.Mode, Decap: r.Decap, XDPGeneric: r.XDPGeneric, TC: r.TC, FastPath: r.FastPath}
 	if p.Device == "" {
 		return p, fmt.Errorf("no WAN device: give --dev NAME (or device: in the config)")
 	}
@@ -109,8 +113,8 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 		p.Mode = ModeBPF
 	case ModeBPF:
 	case ModeKernel:
-		if p.Decap != "" || p.TC != "" || p.XDPGeneric {
-			return p, fmt.Errorf("decap, tc and xdp-generic choose BPF attach points: drop them with mode kernel")
+		if p.Decap != "" || p.TC != "" || p.XDPGeneric || len(p.FastPath) > 0 {
+			return p, fmt.Errorf("decap, tc, xdp-generic and fastpath choose BPF attach points: drop them with mode kernel")
 		}
 	default:
 		return p, fmt.Errorf("mode %q: use bpf or kernel", p.Mode)
@@ -131,6 +135,14 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 	}
 	if p.XDPGeneric && p.Decap == DecapTC {
 		return p, fmt.Errorf("xdp-generic makes no sense with decap tc: drop one of them")
+	}
+	if len(p.FastPath) > 0 && p.Decap == DecapTC {
+		return p, fmt.Errorf("the fast path decapsulates in XDP: drop decap tc")
+	}
+	for i, d := range p.FastPath {
+		if d == p.Device || slices.Contains(p.FastPath[:i], d) {
+			return p, fmt.Errorf("fastpath device %s: name each LAN device once, and not the WAN device", d)
+		}
 	}
 	if len(r.Tunnels) == 0 {
 		return p, fmt.Errorf("no tunnel: give --local, --remote, --overlay, --peer (or tunnels: in the config)")

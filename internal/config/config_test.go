@@ -79,6 +79,9 @@ func TestValidateErrors(t *testing.T) {
 			r.Tunnels = append(r.Tunnels, t2)
 		}, "one tunnel per endpoint pair"},
 		{"long name", func(r *Router) { r.Tunnels[0].Name = "a-very-long-tunnel-name" }, "at most 15"},
+		{"fast path twice", func(r *Router) { r.FastPath = []string{"lan1", "lan1"} }, "name each LAN device once"},
+		{"kernel mode with bpf options", func(r *Router) { r.Mode, r.FastPath = ModeKernel, []string{"lan1"} }, "drop them with mode kernel"},
+		{"bad mode", func(r *Router) { r.Mode = "dpdk" }, `mode "dpdk": use bpf or kernel`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

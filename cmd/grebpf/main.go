@@ -26,7 +26,8 @@ commands:
   detach   remove everything attach created
   stats    per-tunnel traffic and per-reason drop/pass counters
   show     tunnels, routes, attach mode and kernel features in use
-  lab      lab up [--tunnel none|bpf|kernel] | lab down: the built-in site-to-site lab
+  lab      lab up [--tunnel none|bpf|kernel] [--fastpath] | lab down: the built-in site-to-site lab
+  bench    pps and TCP of each mode on the lab, against ip_gre or kernel routing
 
 Run "grebpf COMMAND --help" for a command's flags.
 `
@@ -43,12 +44,14 @@ var commands = map[string]command{
 	"stats":  {runStats, true},
 	"show":   {runShow, true},
 	"lab":    {runLab, true},
+	"bench":  {runBench, true},
 }
 
 // globals are the flags before the command name.
 type globals struct {
 	netns string
 	out   io.Writer
+	err   io.Writer // progress and warnings
 }
 
 func main() {
@@ -64,7 +67,7 @@ func oneLine(err error) string {
 }
 
 func run(args []string, out io.Writer) error {
-	g := &globals{out: out}
+	g := &globals{out: out, err: os.Stderr}
 	fs := flag.NewFlagSet("grebpf", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&g.netns, "netns", "", "run in the named network namespace (ip netns)")
@@ -85,7 +88,7 @@ func run(args []string, out io.Writer) error {
 			return err
 		}
 	}
-	if g.netns != "" && name != "lab" {
+	if g.netns != "" && name != "lab" && name != "bench" {
 		restore, err := netns.Enter(g.netns)
 		if err != nil {
 			return err

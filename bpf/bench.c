@@ -1,0 +1,108 @@
+//go:build ignore
+
+/* Programs for grebpf bench: a traffic generator run through
+ * BPF_PROG_TEST_RUN live frames, a sink that counts and drops it, and plain
+ * XDP IPv4 forwarding, the ceiling grebpf's fast path is measured against. */
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "csum.h"
+
+#define AF_INET 2
+
+/* Set by the loader before load. */
+const volatile __u16 bench_port = 9;  /* UDP destination of generated traffic */
+const volatile __u16 bench_flows = 1; /* distinct UDP source ports */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sink_packets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gen_seq SEC(".maps");
+
+static __always_inline struct udphdr *bench_udp(void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(ip + 1);
+
+	if ((void *)(udp + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	    ip->ihl != 5 || ip->protocol != IPPROTO_UDP || udp->dest != bpf_htons(bench_port))
+		return NULL;
+	return udp;
+}
+
+/* Run with BPF_F_TEST_XDP_LIVE_FRAMES on a 64-byte UDP frame: gives each
+ * frame the next source port, so the traffic is bench_flows flows, and
+ * transmits it out of the device the run names. */
+SEC("xdp")
+int gen_xdp(struct xdp_md *ctx)
+{
+	struct udphdr *udp = bench_udp((void *)(long)ctx->data, (void *)(long)ctx->data_end);
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&gen_seq, &zero);
+
+	if (!udp || !seq)
+		return XDP_DROP;
+	*seq += 1;
+	udp->source = bpf_htons(1024 + (__u16)(*seq % bench_flows));
+	udp->check = 0; /* optional in IPv4, and the port just changed */
+	return XDP_TX;
+}
+
+/* On the receiving host: counts generated packets and drops them. */
+SEC("xdp")
+int sink_xdp(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	__u64 *n;
+
+	if (!bench_udp((void *)(long)ctx->data, (void *)(long)ctx->data_end))
+		return XDP_PASS;
+	n = bpf_map_lookup_elem(&sink_packets, &zero);
+	if (n)
+		*n += 1;
+	return XDP_DROP;
+}
+
+/* Plain IPv4 forwarding in XDP, as xdp-forward does it. */
+SEC("xdp")
+int fwd_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup fib = {};
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ttl <= 1)
+		return XDP_PASS;
+	fib.family = AF_INET;
+	fib.tos = ip->tos;
+	fib.l4_protocol = ip->protocol;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.ipv4_src = ip->saddr;
+	fib.ipv4_dst = ip->daddr;
+	fib.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return XDP_PASS;
+	ipv4_dec_ttl(ip);
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+char _license[] SEC("license") = "GPL";

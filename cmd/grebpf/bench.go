@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/grebpf/grebpf/internal/bench"
+)
+
+func runBench(g *globals, args []string) error {
+	fs := newFlags(g, "bench", "bench [--duration 5s] [--flows 1024] [--tcp 3s] [--mode NAME,…] [--json]")
+	var o bench.Options
+	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "generator time per mode")
+	fs.IntVar(&o.Flows, "flows", 1024, "UDP flows (distinct source ports), 1..65535")
+	fs.DurationVar(&o.TCP, "tcp", 3*time.Second, "iperf3 TCP time per mode; 0 skips it")
+	only := fs.String("mode", "", "only these modes, comma-separated: generator, routing, xdp-forward, grebpf-tc-xdp, grebpf-tc-tc, grebpf-fastpath, ip_gre")
+	asJSON := fs.Bool("json", false, "print JSON for scripts")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if o.Flows < 1 || o.Flows > 65535 {
+		return fmt.Errorf("flows %d: use 1..65535", o.Flows)
+	}
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+	}
+	if g.netns != "" {
+		return fmt.Errorf("bench builds its own lab: drop --netns")
+	}
+	progress := func(s string) { fmt.Fprintf(g.err, "grebpf bench: %s\n", s) }
+	results, err := bench.Run(o, progress)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return g.printJSON(results)
+	}
+	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "MODE\tPPS\tLOSS\tRATIO\tTCP\n")
+	for _, r := range results {
+		if r.Unavailable != "" {
+			fmt.Fprintf(w, "%s\t-\t-\t-\t- (%s)\n", r.Mode, r.Unavailable)
+			continue
+		}
+		tcp := "-"
+		if r.TCPGbps > 0 {
+			tcp = fmt.Sprintf("%.2f Gbit/s", r.TCPGbps)
+		}
+		fmt.Fprintf(w, "%s\t%.0f\t%.1f%%\t%.2f× %s\t%s\n", r.Mode, r.PPS, 100*r.Loss, r.Ratio, r.Reference, tcp)
+	}
+	return w.Flush()
+}

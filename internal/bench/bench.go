@@ -1,0 +1,417 @@
+// Package bench measures grebpf against its baselines on the lab: 64-byte
+// UDP over many flows from lan1 to lan2, made by an XDP program run through
+// BPF_PROG_TEST_RUN live frames and counted and dropped by an XDP program on
+// lan2, in packets per second delivered; and iperf3 TCP per mode.
+//
+// The WAN router in the middle forwards in XDP in every mode, and routes
+// the LAN prefixes in the no-tunnel modes, so what is measured is the
+// tunnel endpoints r1 and r2.
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/grebpf/grebpf/bpf"
+	"github.com/grebpf/grebpf/internal/lab"
+	"github.com/grebpf/grebpf/internal/netns"
+	"github.com/grebpf/grebpf/loader"
+)
+
+// Port is the UDP destination of generated traffic.
+const Port = 9
+
+// Options of a run.
+type Options struct {
+	Duration time.Duration // per mode, generator
+	Flows    int
+	TCP      time.Duration // iperf3 per mode; 0 skips it
+	Only     []string      // mode names; empty runs all
+}
+
+// Result is one mode's measurement.
+type Result struct {
+	Mode        string  `json:"mode"`
+	Generated   uint64  `json:"generated"`
+	Delivered   uint64  `json:"delivered"`
+	PPS         float64 `json:"pps"`
+	Loss        float64 `json:"loss"` // fraction of generated not delivered
+	TCPGbps     float64 `json:"tcp_gbps,omitempty"`
+	Ratio       float64 `json:"ratio"` // PPS over the reference's
+	Reference   string  `json:"reference"`
+	Unavailable string  `json:"unavailable,omitempty"`
+}
+
+// mode sets the lab up for one measurement; the returned func undoes what
+// lab down does not.
+type mode struct {
+	name  string
+	about string
+	// sinkOn is where the XDP sink sits: lan2's eth0, or r1's lan1 for the
+	// generator's own ceiling.
+	sinkOn [2]string
+	setup  func(p *progs) (cleanup func(), err error)
+}
+
+// progs are the bench programs, loaded once.
+type progs struct{ objs bpf.BenchObjects }
+
+func modes() []mode {
+	toLAN2 := [2]string{"lan2", "eth0"}
+	return []mode{
+		{"generator", "the generator into an XDP drop on r1: what it can offer", [2]string{"r1", "lan1"}, func(p *progs) (func(), error) {
+			return nil, nil
+		}},
+		{"routing", "kernel routing, no tunnel: the WAN routes the LAN prefixes", toLAN2, func(p *progs) (func(), error) {
+			return nil, lanRoutesOnWAN()
+		}},
+		{"xdp-forward", "XDP forwarding, no tunnel: the ceiling", toLAN2, func(p *progs) (func(), error) {
+			if err := lanRoutesOnWAN(); err != nil {
+				return nil, err
+			}
+			return p.attachAll(p.objs.FwdXdp, [][2]string{{"r1", "lan1"}, {"r1", "wan1"}, {"r2", "wan2"}, {"r2", "lan2"}})
+		}},
+		{"grebpf-tc-xdp", "grebpf: TC encap, XDP decap", toLAN2, grebpfMode("--decap", "xdp")},
+		{"grebpf-tc-tc", "grebpf: TC encap, TC ingress decap", toLAN2, grebpfMode("--decap", "tc")},
+		{"grebpf-fastpath", "grebpf: XDP fast path both ways", toLAN2, grebpfMode("--fastpath", "LAN")},
+		{"ip_gre", "the kernel's ip_gre", toLAN2, func(p *progs) (func(), error) {
+			if !loader.HaveIPGRE() {
+				return nil, errUnavailable
+			}
+			return nil, attachRouters(func(r string) error { _, err := loader.AttachKernel(r, lab.Router(r)); return err })
+		}},
+	}
+}
+
+var errUnavailable = errors.New("not on this kernel")
+
+func grebpfMode(args ...string) func(p *progs) (func(), error) {
+	return func(p *progs) (func(), error) {
+		if args[0] == "--decap" && args[1] == "tc" {
+			if ok, _ := loader.ProbeDecapL3(); !ok {
+				return nil, errUnavailable
+			}
+		}
+		return nil, attachRouters(func(r string) error {
+			cfg := lab.Router(r)
+			switch args[0] {
+			case "--decap":
+				cfg.Decap = args[1]
+			case "--fastpath":
+				cfg.FastPath = []string{map[string]string{"r1": "lan1", "r2": "lan2"}[r]}
+			}
+			_, err := loader.Attach(r, cfg)
+			return err
+		})
+	}
+}
+
+// attachRouters attaches r2 first: its decap must be live before r1 encapsulates.
+func attachRouters(attach func(router string) error) error {
+	for _, r := range []string{"r2", "r1"} {
+		if err := netns.Do(r, func() error { return attach(r) }); err != nil {
+			return fmt.Errorf("attach in %s: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// lanRoutesOnWAN lets the WAN router route the LANs, for the no-tunnel modes.
+func lanRoutesOnWAN() error {
+	for _, c := range [][]string{
+		{"-n", "wan", "route", "replace", "172.16.100.0/24", "via", "10.100.0.1"},
+		{"-n", "wan", "route", "replace", "172.16.200.0/24", "via", "10.200.0.1"},
+	} {
+		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %s", strings.Join(c, " "), out)
+		}
+	}
+	return nil
+}
+
+// attachAll puts prog on each (namespace, device) in native XDP mode.
+func (p *progs) attachAll(prog *ebpf.Program, where [][2]string) (func(), error) {
+	var links []link.Link
+	cleanup := func() {
+		for _, l := range links {
+			l.Close()
+		}
+	}
+	for _, w := range where {
+		err := netns.Do(w[0], func() error {
+			dev, err := netlink.LinkByName(w[1])
+			if err != nil {
+				return err
+			}
+			l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: dev.Attrs().Index, Flags: link.XDPDriverMode})
+			if err == nil {
+				links = append(links, l)
+			}
+			return err
+		})
+		if err != nil {
+			cleanup()
+			return nil, fmt.Errorf("attach %s on %s in %s: %w", prog, w[1], w[0], err)
+		}
+	}
+	return cleanup, nil
+}
+
+// Run measures each mode on a fresh lab and returns the results, each with
+// its ratio to ip_gre where the kernel has it, to kernel routing elsewhere.
+func Run(o Options, progress func(string)) ([]Result, error) {
+	spec, err := bpf.LoadBench()
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["bench_port"].Set(uint16(Port)); err != nil {
+		return nil, err
+	}
+	if err := spec.Variables["bench_flows"].Set(uint16(o.Flows)); err != nil {
+		return nil, err
+	}
+	var p progs
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
+		return nil, fmt.Errorf("load bench programs: %w", err)
+	}
+	defer p.objs.Close()
+
+	var results []Result
+	for _, m := range modes() {
+		if len(o.Only) > 0 && !contains(o.Only, m.name) {
+			continue
+		}
+		progress(fmt.Sprintf("%s: %s", m.name, m.about))
+		r, err := p.measure(m, o)
+		if errors.Is(err, errUnavailable) {
+			results = append(results, Result{Mode: m.name, Unavailable: err.Error()})
+			continue
+		}
+		if err != nil {
+			return results, fmt.Errorf("%s: %w", m.name, err)
+		}
+		results = append(results, r)
+	}
+	ref := "routing"
+	for _, r := range results {
+		if r.Mode == "ip_gre" && r.Unavailable == "" {
+			ref = "ip_gre"
+		}
+	}
+	var refPPS float64
+	for _, r := range results {
+		if r.Mode == ref {
+			refPPS = r.PPS
+		}
+	}
+	for i := range results {
+		results[i].Reference = ref
+		if refPPS > 0 {
+			results[i].Ratio = results[i].PPS / refPPS
+		}
+	}
+	return results, nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// measure builds the lab, sets the mode up, runs the generator and iperf3.
+func (p *progs) measure(m mode, o Options) (r Result, err error) {
+	r.Mode = m.name
+	lab.Down()
+	// Only the fast path needs the hosts' checksum offload off (see lab).
+	if err := lab.Up(lab.TunnelNone, m.name == "grebpf-fastpath"); err != nil {
+		return r, err
+	}
+	defer lab.Down()
+	// Every veth gets NAPI (GRO on), which XDP_TX and XDP_REDIRECT into its
+	// peer need, in every mode alike.
+	for _, nd := range [][2]string{{"r1", "lan1"}, {"r1", "wan1"}, {"wan", "r1"}, {"wan", "r2"}, {"r2", "wan2"}, {"r2", "lan2"}, {"lan2", "eth0"}} {
+		if out, err := exec.Command("ip", "netns", "exec", nd[0], "ethtool", "-K", nd[1], "gro", "on").CombinedOutput(); err != nil {
+			return r, fmt.Errorf("gro on %s in %s: %s", nd[1], nd[0], out)
+		}
+	}
+	// The WAN router forwards in XDP so it is never the bottleneck.
+	cleanupWAN, err := p.attachAll(p.objs.FwdXdp, [][2]string{{"wan", "r1"}, {"wan", "r2"}})
+	if err != nil {
+		return r, err
+	}
+	defer cleanupWAN()
+	cleanup, err := m.setup(p)
+	if cleanup != nil {
+		defer cleanup()
+	}
+	if err != nil {
+		return r, err
+	}
+	cleanupSink, err := p.attachAll(p.objs.SinkXdp, [][2]string{m.sinkOn})
+	if err != nil {
+		return r, err
+	}
+	defer cleanupSink()
+	if err := warmUp(); err != nil {
+		return r, err
+	}
+
+	before, err := p.sunk()
+	if err != nil {
+		return r, err
+	}
+	gen, elapsed, err := p.generate(o.Duration)
+	if err != nil {
+		return r, err
+	}
+	time.Sleep(100 * time.Millisecond) // the last frames in flight
+	after, err := p.sunk()
+	if err != nil {
+		return r, err
+	}
+	r.Generated, r.Delivered = gen, after-before
+	r.PPS = float64(r.Delivered) / elapsed.Seconds()
+	if gen > 0 {
+		r.Loss = 1 - float64(r.Delivered)/float64(gen)
+	}
+	if o.TCP > 0 && m.name != "generator" {
+		cleanupSink() // iperf3 traffic must reach lan2's stack
+		if r.TCPGbps, err = iperf(o.TCP); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+// warmUp resolves every neighbour on the path, so that the first measured
+// frames do not wait for ARP.
+func warmUp() error {
+	out, err := exec.Command("ip", "netns", "exec", "lan1", "ping", "-c", "3", "-i", "0.2", "-W", "1", "172.16.200.1").CombinedOutput()
+	if err != nil && !bytes.Contains(out, []byte(" 0% packet loss")) {
+		// The generator mode has no path to lan2: only ARP on lan1 matters.
+		exec.Command("ip", "netns", "exec", "lan1", "ping", "-c", "1", "-W", "1", "172.16.100.254").Run()
+	}
+	return nil
+}
+
+func (p *progs) sunk() (uint64, error) {
+	var per []uint64
+	if err := p.objs.SinkPackets.Lookup(uint32(0), &per); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n, nil
+}
+
+// frame is the generated packet: 64 bytes, lan1 → lan2:Port.
+func frame(dst, src net.HardwareAddr) ([]byte, error) {
+	eth := &layers.Ethernet{DstMAC: dst, SrcMAC: src, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP,
+		SrcIP: net.IPv4(172, 16, 100, 1).To4(), DstIP: net.IPv4(172, 16, 200, 1).To4()}
+	udp := &layers.UDP{SrcPort: 1024, DstPort: Port}
+	udp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, udp, gopacket.Payload(make([]byte, 64-14-20-8)))
+	return buf.Bytes(), err
+}
+
+// xdpMD is struct xdp_md for BPF_PROG_TEST_RUN.
+type xdpMD struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// generate transmits frames out of lan1's eth0 for d and returns how many.
+func (p *progs) generate(d time.Duration) (uint64, time.Duration, error) {
+	var (
+		sent    uint64
+		elapsed time.Duration
+	)
+	err := netns.Do("lan1", func() error {
+		eth0, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		var peerMAC net.HardwareAddr
+		if err := netns.Do("r1", func() error {
+			l, err := netlink.LinkByName("lan1")
+			if err == nil {
+				peerMAC = l.Attrs().HardwareAddr
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+		data, err := frame(peerMAC, eth0.Attrs().HardwareAddr)
+		if err != nil {
+			return err
+		}
+		const batch = 1 << 16
+		start := time.Now()
+		for time.Since(start) < d {
+			opts := &ebpf.RunOptions{Data: data, Repeat: batch, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES,
+				Context: xdpMD{DataEnd: uint32(len(data)), IngressIfindex: uint32(eth0.Attrs().Index)}}
+			if _, err := p.objs.GenXdp.Run(opts); err != nil {
+				return fmt.Errorf("generator: %w", err)
+			}
+			sent += batch
+		}
+		elapsed = time.Since(start)
+		return nil
+	})
+	return sent, elapsed, err
+}
+
+// iperf runs iperf3 TCP lan1 → lan2 and returns Gbit/s received.
+func iperf(d time.Duration) (float64, error) {
+	server := exec.Command("ip", "netns", "exec", "lan2", "iperf3", "-s", "-1")
+	if err := server.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { server.Process.Kill(); server.Wait() }()
+	var out []byte
+	var err error
+	for i := 0; i < 50; i++ {
+		out, err = exec.Command("ip", "netns", "exec", "lan1", "iperf3", "-c", "172.16.200.1", "-J",
+			"-t", strconv.Itoa(int(d.Seconds()))).Output()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // the server may not listen yet
+	}
+	if err != nil {
+		return 0, fmt.Errorf("iperf3: %v: %s", err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return 0, err
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}

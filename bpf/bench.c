@@ -15,9 +15,16 @@
 
 #define AF_INET 2
 
+#define FRAME_LEN 64
+
 /* Set by the loader before load. */
 const volatile __u16 bench_port = 9;  /* UDP destination of generated traffic */
 const volatile __u16 bench_flows = 1; /* distinct UDP source ports */
+/* The generated frame. Live-frame pages come back from the devices they
+ * were redirected to with those hops' rewrites (MACs, TTL) in them, so the
+ * generator writes the whole frame every time. Written by the loader per
+ * lab, so not const. */
+volatile __u8 frame_template[FRAME_LEN];
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -45,17 +52,23 @@ static __always_inline struct udphdr *bench_udp(void *data, void *data_end)
 	return udp;
 }
 
-/* Run with BPF_F_TEST_XDP_LIVE_FRAMES on a 64-byte UDP frame: gives each
- * frame the next source port, so the traffic is bench_flows flows, and
- * transmits it out of the device the run names. */
+/* Run with BPF_F_TEST_XDP_LIVE_FRAMES on a 64-byte frame: writes
+ * frame_template with the next source port, so the traffic is bench_flows
+ * flows, and transmits it out of the device the run names. */
 SEC("xdp")
 int gen_xdp(struct xdp_md *ctx)
 {
-	struct udphdr *udp = bench_udp((void *)(long)ctx->data, (void *)(long)ctx->data_end);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct udphdr *udp;
 	__u32 zero = 0;
 	__u64 *seq = bpf_map_lookup_elem(&gen_seq, &zero);
 
-	if (!udp || !seq)
+	if (data + FRAME_LEN > data_end || !seq)
+		return XDP_DROP;
+	__builtin_memcpy(data, (const void *)frame_template, FRAME_LEN);
+	udp = bench_udp(data, data_end);
+	if (!udp)
 		return XDP_DROP;
 	*seq += 1;
 	udp->source = bpf_htons(1024 + (__u16)(*seq % bench_flows));

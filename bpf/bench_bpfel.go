@@ -16,13 +16,14 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BenchMapGenSeq      = "gen_seq"
-	BenchMapSinkPackets = "sink_packets"
-	BenchProgFwdXdp     = "fwd_xdp"
-	BenchProgGenXdp     = "gen_xdp"
-	BenchProgSinkXdp    = "sink_xdp"
-	BenchVarBenchFlows  = "bench_flows"
-	BenchVarBenchPort   = "bench_port"
+	BenchMapGenSeq        = "gen_seq"
+	BenchMapSinkPackets   = "sink_packets"
+	BenchProgFwdXdp       = "fwd_xdp"
+	BenchProgGenXdp       = "gen_xdp"
+	BenchProgSinkXdp      = "sink_xdp"
+	BenchVarBenchFlows    = "bench_flows"
+	BenchVarBenchPort     = "bench_port"
+	BenchVarFrameTemplate = "frame_template"
 )
 
 // LoadBench returns the embedded CollectionSpec for Bench.
@@ -84,8 +85,9 @@ type BenchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BenchVariableSpecs struct {
-	BenchFlows *ebpf.VariableSpec `ebpf:"bench_flows"`
-	BenchPort  *ebpf.VariableSpec `ebpf:"bench_port"`
+	BenchFlows    *ebpf.VariableSpec `ebpf:"bench_flows"`
+	BenchPort     *ebpf.VariableSpec `ebpf:"bench_port"`
+	FrameTemplate *ebpf.VariableSpec `ebpf:"frame_template"`
 }
 
 // BenchObjects contains all objects after they have been loaded into the kernel.
@@ -123,8 +125,9 @@ func (m *BenchMaps) Close() error {
 //
 // It can be passed to LoadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BenchVariables struct {
-	BenchFlows *ebpf.Variable `ebpf:"bench_flows"`
-	BenchPort  *ebpf.Variable `ebpf:"bench_port"`
+	BenchFlows    *ebpf.Variable `ebpf:"bench_flows"`
+	BenchPort     *ebpf.Variable `ebpf:"bench_port"`
+	FrameTemplate *ebpf.Variable `ebpf:"frame_template"`
 }
 
 // BenchPrograms contains all programs after they have been loaded into the kernel.

@@ -143,6 +143,21 @@ func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) ([]map
 		byID[t.ID] = t
 		out = append(out, t)
 	}
+	// One netlink socket for the lot: the package-level calls open one per
+	// request, which is most of the cost at 100,000 routes.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return out, fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	have, err := Ours(idx)
+	if err != nil {
+		return out, err
+	}
+	installed := map[netip.Prefix]netlink.Route{}
+	for _, r := range have {
+		installed[prefixOf(r)] = r
+	}
 	want := map[netip.Prefix]bool{}
 	for _, r := range routes {
 		t := byID[r.TunnelID]
@@ -156,12 +171,36 @@ func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) ([]map
 			rt.Gw = t.OverlayRemote.AsSlice()
 			rt.Flags = int(netlink.FLAG_ONLINK)
 		}
-		if err := netlink.RouteReplace(rt); err != nil {
+		want[r.Prefix] = true
+		if old, ok := installed[r.Prefix]; ok && sameRoute(old, rt) {
+			continue
+		}
+		if err := h.RouteReplace(rt); err != nil {
 			return out, fmt.Errorf("add route %s: %w", r.Prefix, err)
 		}
-		want[r.Prefix] = true
 	}
-	return out, removeRoutes(idx, want)
+	for p, r := range installed {
+		if !want[p] {
+			if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				return out, fmt.Errorf("delete route %s: %w", p, err)
+			}
+		}
+	}
+	return out, nil
+}
+
+func prefixOf(r netlink.Route) netip.Prefix {
+	if r.Dst == nil {
+		return netip.Prefix{}
+	}
+	a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
+	ones, _ := r.Dst.Mask.Size()
+	return netip.PrefixFrom(a, ones)
+}
+
+// sameRoute compares what Apply sets.
+func sameRoute(a netlink.Route, b *netlink.Route) bool {
+	return a.Gw.Equal(b.Gw) && a.Src.Equal(b.Src) && a.MTU == b.MTU && a.Scope == b.Scope
 }
 
 // ensureManaged makes the neighbour entry for nh managed, leaving an entry
@@ -199,15 +238,16 @@ func removeRoutes(ifindex int, keep map[netip.Prefix]bool) error {
 	if err != nil {
 		return err
 	}
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
 	for _, r := range rs {
-		if r.Dst != nil {
-			a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
-			ones, _ := r.Dst.Mask.Size()
-			if keep[netip.PrefixFrom(a, ones)] {
-				continue
-			}
+		if keep[prefixOf(r)] {
+			continue
 		}
-		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("delete route %s: %w", r.Dst, err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -41,6 +42,9 @@ type Options struct {
 	Flows    int
 	TCP      time.Duration // iperf3 per mode; 0 skips it
 	Only     []string      // mode names; empty runs all
+	// Routes adds this many /32 routes (100.64.0.0 up) to each grebpf
+	// router's tunnel, to see what a big route map costs.
+	Routes int
 }
 
 // Result is one mode's measurement.
@@ -70,7 +74,7 @@ type mode struct {
 // progs are the bench programs, loaded once.
 type progs struct{ objs bpf.BenchObjects }
 
-func modes() []mode {
+func modes(o Options) []mode {
 	toLAN2 := [2]string{"lan2", "eth0"}
 	return []mode{
 		{"generator", "the generator into an XDP drop on r1: what it can offer", [2]string{"r1", "lan1"}, func(p *progs) (func(), error) {
@@ -85,9 +89,9 @@ func modes() []mode {
 			}
 			return p.attachAll(p.objs.FwdXdp, [][2]string{{"r1", "lan1"}, {"r1", "wan1"}, {"r2", "wan2"}, {"r2", "lan2"}})
 		}},
-		{"grebpf-tc-xdp", "grebpf: TC encap, XDP decap", toLAN2, grebpfMode("--decap", "xdp")},
-		{"grebpf-tc-tc", "grebpf: TC encap, TC ingress decap", toLAN2, grebpfMode("--decap", "tc")},
-		{"grebpf-fastpath", "grebpf: XDP fast path both ways", toLAN2, grebpfMode("--fastpath", "LAN")},
+		{"grebpf-tc-xdp", "grebpf: TC encap, XDP decap", toLAN2, grebpfMode(o, "--decap", "xdp")},
+		{"grebpf-tc-tc", "grebpf: TC encap, TC ingress decap", toLAN2, grebpfMode(o, "--decap", "tc")},
+		{"grebpf-fastpath", "grebpf: XDP fast path both ways", toLAN2, grebpfMode(o, "--fastpath", "LAN")},
 		{"ip_gre", "the kernel's ip_gre", toLAN2, func(p *progs) (func(), error) {
 			if !loader.HaveIPGRE() {
 				return nil, errUnavailable
@@ -99,7 +103,7 @@ func modes() []mode {
 
 var errUnavailable = errors.New("not on this kernel")
 
-func grebpfMode(args ...string) func(p *progs) (func(), error) {
+func grebpfMode(o Options, args ...string) func(p *progs) (func(), error) {
 	return func(p *progs) (func(), error) {
 		if args[0] == "--decap" && args[1] == "tc" {
 			if ok, _ := loader.ProbeDecapL3(); !ok {
@@ -108,6 +112,10 @@ func grebpfMode(args ...string) func(p *progs) (func(), error) {
 		}
 		return nil, attachRouters(func(r string) error {
 			cfg := lab.Router(r)
+			for i := 0; i < o.Routes; i++ {
+				cfg.Tunnels[0].Routes = append(cfg.Tunnels[0].Routes,
+					netip.AddrFrom4([4]byte{100, byte(64 + i>>16), byte(i >> 8), byte(i)}).String()+"/32")
+			}
 			switch args[0] {
 			case "--decap":
 				cfg.Decap = args[1]
@@ -191,7 +199,7 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 	defer p.objs.Close()
 
 	var results []Result
-	for _, m := range modes() {
+	for _, m := range modes(o) {
 		if len(o.Only) > 0 && !contains(o.Only, m.name) {
 			continue
 		}

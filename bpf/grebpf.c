@@ -16,11 +16,10 @@
 #include "stats.h"
 #include "decap.h"
 #include "encap.h"
+#include "fib.h"
 
 /* Newer than Debian's uapi header; probed at run time (probe_decap_l3). */
 #define ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
-
-#define AF_INET 2
 
 /* Enough linear data for Ethernet, outer IPv4 with options, keyed GRE and
  * the inner IPv4 header. */
@@ -156,11 +155,7 @@ int encap_tc(struct __sk_buff *skb)
 
 	/* tot_len 0: let the helper check the skb against the MTU, which
 	 * understands GSO. */
-	fib.family = AF_INET;
-	fib.l4_protocol = IPPROTO_GRE;
-	fib.ipv4_src = t->local;
-	fib.ipv4_dst = t->remote;
-	fib.ifindex = skb->ifindex;
+	fib_outer(&fib, t, skb->ifindex, 0);
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
@@ -218,13 +213,7 @@ int fastpath_wan(struct xdp_md *ctx)
 	if ((void *)(inner + 1) > data_end)
 		return XDP_PASS; /* decap_classify has checked it; for the verifier */
 	if (inner->ttl > 1) {
-		fib.family = AF_INET;
-		fib.tos = inner->tos;
-		fib.l4_protocol = inner->protocol;
-		fib.tot_len = d.inner_len;
-		fib.ipv4_src = inner->saddr;
-		fib.ipv4_dst = inner->daddr;
-		fib.ifindex = ctx->ingress_ifindex;
+		fib_forward(&fib, inner, ctx->ingress_ifindex);
 		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	}
 	if (xdp_strip(ctx, &d)) {
@@ -283,12 +272,7 @@ int fastpath_lan(struct xdp_md *ctx)
 		return XDP_PASS;
 	hlen = encap_len(t);
 
-	fib.family = AF_INET;
-	fib.l4_protocol = IPPROTO_GRE;
-	fib.tot_len = inner_len + hlen;
-	fib.ipv4_src = t->local;
-	fib.ipv4_dst = t->remote;
-	fib.ifindex = a->ifindex;
+	fib_outer(&fib, t, a->ifindex, inner_len + hlen);
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS)
 		return XDP_PASS;
 

@@ -30,19 +30,21 @@ func Detach(ns string) error {
 // detachDir works from the pins alone, so it also finishes a half-done
 // attach. It carries on past errors and reports them all.
 func detachDir(dir string) error {
-	var errs []error
-	d := &Dataplane{Dir: dir}
-	att := maps.Attachment{}
-	if m, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.GrebpfMapAttachments), nil); err == nil {
-		d.Maps.Attachments = m
-		att, _ = maps.ReadAttachment(&d.Maps)
-		m.Close()
+	var (
+		errs    []error
+		m       maps.Maps
+		att     maps.Attachment
+		tunnels []maps.Tunnel
+	)
+	if am, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.GrebpfMapAttachments), nil); err == nil {
+		m.Attachments = am
+		att, _ = maps.ReadAttachment(&m)
+		am.Close()
 	}
-	var tunnels []maps.Tunnel
-	if m, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.GrebpfMapTunnels), nil); err == nil {
-		d.Maps.Tunnels = m
-		tunnels, _ = maps.Tunnels(&d.Maps)
-		m.Close()
+	if tm, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.GrebpfMapTunnels), nil); err == nil {
+		m.Tunnels = tm
+		tunnels, _ = maps.Tunnels(&m)
+		tm.Close()
 	}
 	idx := int(att.Ifindex)
 	dev, devErr := netlink.LinkByIndex(idx)

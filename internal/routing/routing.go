@@ -119,14 +119,25 @@ func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) ([]map
 	idx := link.Attrs().Index
 	byID := map[uint32]maps.Tunnel{}
 	out := make([]maps.Tunnel, 0, len(tunnels))
+	// One netlink socket for the lot: the package-level calls open one per
+	// request, which is most of the cost at 10,000 tunnels and 100,000 routes.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return out, fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	managed, err := managedNeighbours(h, idx)
+	if err != nil {
+		return out, err
+	}
 	for _, t := range tunnels {
 		addr := &netlink.Addr{IPNet: host(t.OverlayLocal)}
-		if err := netlink.AddrAdd(link, addr); err == nil {
+		if err := h.AddrAdd(link, addr); err == nil {
 			t.AddrOwned = true
 		} else if !errors.Is(err, unix.EEXIST) {
 			return out, fmt.Errorf("add overlay address %s: %w", t.OverlayLocal, err)
 		}
-		if err := netlink.NeighSet(&netlink.Neigh{
+		if err := h.NeighSet(&netlink.Neigh{
 			LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
 			IP: t.OverlayRemote.AsSlice(), HardwareAddr: peerMAC,
 		}); err != nil {
@@ -136,20 +147,17 @@ func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) ([]map
 		if err != nil {
 			return out, err
 		}
-		if err := ensureManaged(idx, nh); err != nil {
-			return out, err
+		if !managed[nh] {
+			if err := h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET,
+				IP: nh.AsSlice(), FlagsExt: netlink.NTF_EXT_MANAGED}); err != nil {
+				return out, fmt.Errorf("add managed neighbour for next hop %s (kernel 5.16+): %w", nh, err)
+			}
+			managed[nh] = true
 		}
 		t.WANNexthop = nh
 		byID[t.ID] = t
 		out = append(out, t)
 	}
-	// One netlink socket for the lot: the package-level calls open one per
-	// request, which is most of the cost at 100,000 routes.
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return out, fmt.Errorf("netlink: %w", err)
-	}
-	defer h.Close()
 	have, err := Ours(idx)
 	if err != nil {
 		return out, err
@@ -203,23 +211,20 @@ func sameRoute(a netlink.Route, b *netlink.Route) bool {
 	return a.Gw.Equal(b.Gw) && a.Src.Equal(b.Src) && a.MTU == b.MTU && a.Scope == b.Scope
 }
 
-// ensureManaged makes the neighbour entry for nh managed, leaving an entry
-// that already is (and its resolved address) alone.
-func ensureManaged(ifindex int, nh netip.Addr) error {
-	ns, err := netlink.NeighList(ifindex, unix.AF_INET)
+// managedNeighbours lists the device's managed neighbour entries: an entry
+// that already is managed (and its resolved address) is left alone.
+func managedNeighbours(h *netlink.Handle, ifindex int) (map[netip.Addr]bool, error) {
+	ns, err := h.NeighList(ifindex, unix.AF_INET)
 	if err != nil {
-		return fmt.Errorf("list neighbours: %w", err)
+		return nil, fmt.Errorf("list neighbours: %w", err)
 	}
+	out := map[netip.Addr]bool{}
 	for _, n := range ns {
-		if n.IP.Equal(nh.AsSlice()) && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
-			return nil
+		if a, ok := netip.AddrFromSlice(n.IP.To4()); ok && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
+			out[a] = true
 		}
 	}
-	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET,
-		IP: nh.AsSlice(), FlagsExt: netlink.NTF_EXT_MANAGED}); err != nil {
-		return fmt.Errorf("add managed neighbour for next hop %s (kernel 5.16+): %w", nh, err)
-	}
-	return nil
+	return out, nil
 }
 
 // Ours lists the routes grebpf installed on the device.

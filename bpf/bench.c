@@ -105,10 +105,7 @@ int fwd_xdp(struct xdp_md *ctx)
 	fib_forward(&fib, ip, ctx->ingress_ifindex);
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return XDP_PASS;
-	ipv4_dec_ttl(ip);
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	return bpf_redirect(fib.ifindex, 0);
+	return xdp_forward(eth, ip, &fib);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -104,13 +104,12 @@ SEC("tc")
 int encap_tc(struct __sk_buff *skb)
 {
 	struct bpf_fib_lookup fib = {};
-	struct route_key rk = { .prefixlen = 32 };
 	struct tunnel *t;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u8 tos, ttl;
 	__u16 inner_len;
-	__u32 id, *idp;
+	__u32 id;
 	long rc;
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
@@ -123,13 +122,10 @@ int encap_tc(struct __sk_buff *skb)
 	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
 		return TC_ACT_OK;
 
-	rk.addr = ip->daddr;
-	idp = bpf_map_lookup_elem(&routes, &rk);
-	if (!idp)
+	t = tunnel_for(ip->daddr, &id);
+	if (!t && !id)
 		return TC_ACT_OK;
-	id = *idp;
-	t = bpf_map_lookup_elem(&tunnels, &id);
-	if (!t || !t->remote) {
+	if (!t) {
 		count_reason(REASON_NO_TUNNEL);
 		return TC_ACT_SHOT;
 	}
@@ -230,10 +226,7 @@ int fastpath_wan(struct xdp_md *ctx)
 	inner = (void *)(eth + 1);
 	if ((void *)(inner + 1) > data_end)
 		return XDP_PASS;
-	ipv4_dec_ttl(inner);
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	return bpf_redirect(fib.ifindex, 0);
+	return xdp_forward(eth, inner, &fib);
 }
 
 /* Fast path, LAN ingress: what the stack plus encap_tc would do to a packet
@@ -246,26 +239,20 @@ int fastpath_lan(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct route_key rk = { .prefixlen = 32 };
 	struct bpf_fib_lookup fib = {};
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1), *inner;
 	struct attachment *a;
 	struct tunnel *t;
-	__u32 id, *idp, hlen, zero = 0;
+	__u32 id, hlen, zero = 0;
 	__u16 inner_len;
 	__u8 tos, ttl;
 
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5)
 		return XDP_PASS;
-	rk.addr = ip->daddr;
-	idp = bpf_map_lookup_elem(&routes, &rk);
-	if (!idp)
-		return XDP_PASS;
-	id = *idp;
-	t = bpf_map_lookup_elem(&tunnels, &id);
+	t = tunnel_for(ip->daddr, &id);
 	a = bpf_map_lookup_elem(&attachments, &zero);
-	if (!t || !t->remote || !a)
+	if (!t || !a)
 		return XDP_PASS;
 	inner_len = bpf_ntohs(ip->tot_len);
 	if (ip->ttl <= 1 || inner_len > t->mtu)

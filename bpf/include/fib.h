@@ -3,9 +3,11 @@
 #pragma once
 
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <bpf/bpf_endian.h>
+#include "csum.h"
 #include "grebpf.h"
 
 #define AF_INET 2
@@ -33,4 +35,15 @@ static __always_inline void fib_outer(struct bpf_fib_lookup *fib, const struct t
 	fib->ipv4_src = t->local;
 	fib->ipv4_dst = t->remote;
 	fib->ifindex = ifindex;
+}
+
+/* Sends an IPv4 frame where a successful lookup said: TTL - 1, the next
+ * hop's MACs, redirect. */
+static __always_inline long xdp_forward(struct ethhdr *eth, struct iphdr *ip,
+					const struct bpf_fib_lookup *fib)
+{
+	ipv4_dec_ttl(ip);
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	return bpf_redirect(fib->ifindex, 0);
 }

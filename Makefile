@@ -51,7 +51,7 @@ test-vm: deps
 		status=$$?; echo "tests on $(KERNEL): $$(grep -c -- '--- PASS' test-vm-$(KERNEL).log) passed, $$(grep -c -- '--- FAIL' test-vm-$(KERNEL).log) failed (full log: test-vm-$(KERNEL).log)"; exit $$status
 
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 20000x ./bpf
+	$(GO) test -run '^$$' -bench . -count 3 ./bpf
 
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzDecap -fuzztime 60s ./bpf

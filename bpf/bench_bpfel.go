@@ -16,14 +16,20 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BenchMapGenSeq        = "gen_seq"
-	BenchMapSinkPackets   = "sink_packets"
-	BenchProgFwdXdp       = "fwd_xdp"
-	BenchProgGenXdp       = "gen_xdp"
-	BenchProgSinkXdp      = "sink_xdp"
-	BenchVarBenchFlows    = "bench_flows"
-	BenchVarBenchPort     = "bench_port"
-	BenchVarFrameTemplate = "frame_template"
+	BenchMapGenSeq          = "gen_seq"
+	BenchMapReplayTcTarget  = "replay_tc_target"
+	BenchMapReplayXdpTarget = "replay_xdp_target"
+	BenchMapSinkPackets     = "sink_packets"
+	BenchProgFwdXdp         = "fwd_xdp"
+	BenchProgGenXdp         = "gen_xdp"
+	BenchProgReplayTc       = "replay_tc"
+	BenchProgReplayXdp      = "replay_xdp"
+	BenchProgSinkXdp        = "sink_xdp"
+	BenchVarBenchFlows      = "bench_flows"
+	BenchVarBenchPort       = "bench_port"
+	BenchVarFrameTemplate   = "frame_template"
+	BenchVarReplayFrame     = "replay_frame"
+	BenchVarReplayLen       = "replay_len"
 )
 
 // LoadBench returns the embedded CollectionSpec for Bench.
@@ -68,17 +74,21 @@ type BenchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BenchProgramSpecs struct {
-	FwdXdp  *ebpf.ProgramSpec `ebpf:"fwd_xdp"`
-	GenXdp  *ebpf.ProgramSpec `ebpf:"gen_xdp"`
-	SinkXdp *ebpf.ProgramSpec `ebpf:"sink_xdp"`
+	FwdXdp    *ebpf.ProgramSpec `ebpf:"fwd_xdp"`
+	GenXdp    *ebpf.ProgramSpec `ebpf:"gen_xdp"`
+	ReplayTc  *ebpf.ProgramSpec `ebpf:"replay_tc"`
+	ReplayXdp *ebpf.ProgramSpec `ebpf:"replay_xdp"`
+	SinkXdp   *ebpf.ProgramSpec `ebpf:"sink_xdp"`
 }
 
 // BenchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BenchMapSpecs struct {
-	GenSeq      *ebpf.MapSpec `ebpf:"gen_seq"`
-	SinkPackets *ebpf.MapSpec `ebpf:"sink_packets"`
+	GenSeq          *ebpf.MapSpec `ebpf:"gen_seq"`
+	ReplayTcTarget  *ebpf.MapSpec `ebpf:"replay_tc_target"`
+	ReplayXdpTarget *ebpf.MapSpec `ebpf:"replay_xdp_target"`
+	SinkPackets     *ebpf.MapSpec `ebpf:"sink_packets"`
 }
 
 // BenchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -88,6 +98,8 @@ type BenchVariableSpecs struct {
 	BenchFlows    *ebpf.VariableSpec `ebpf:"bench_flows"`
 	BenchPort     *ebpf.VariableSpec `ebpf:"bench_port"`
 	FrameTemplate *ebpf.VariableSpec `ebpf:"frame_template"`
+	ReplayFrame   *ebpf.VariableSpec `ebpf:"replay_frame"`
+	ReplayLen     *ebpf.VariableSpec `ebpf:"replay_len"`
 }
 
 // BenchObjects contains all objects after they have been loaded into the kernel.
@@ -110,13 +122,17 @@ func (o *BenchObjects) Close() error {
 //
 // It can be passed to LoadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BenchMaps struct {
-	GenSeq      *ebpf.Map `ebpf:"gen_seq"`
-	SinkPackets *ebpf.Map `ebpf:"sink_packets"`
+	GenSeq          *ebpf.Map `ebpf:"gen_seq"`
+	ReplayTcTarget  *ebpf.Map `ebpf:"replay_tc_target"`
+	ReplayXdpTarget *ebpf.Map `ebpf:"replay_xdp_target"`
+	SinkPackets     *ebpf.Map `ebpf:"sink_packets"`
 }
 
 func (m *BenchMaps) Close() error {
 	return _BenchClose(
 		m.GenSeq,
+		m.ReplayTcTarget,
+		m.ReplayXdpTarget,
 		m.SinkPackets,
 	)
 }
@@ -128,21 +144,27 @@ type BenchVariables struct {
 	BenchFlows    *ebpf.Variable `ebpf:"bench_flows"`
 	BenchPort     *ebpf.Variable `ebpf:"bench_port"`
 	FrameTemplate *ebpf.Variable `ebpf:"frame_template"`
+	ReplayFrame   *ebpf.Variable `ebpf:"replay_frame"`
+	ReplayLen     *ebpf.Variable `ebpf:"replay_len"`
 }
 
 // BenchPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BenchPrograms struct {
-	FwdXdp  *ebpf.Program `ebpf:"fwd_xdp"`
-	GenXdp  *ebpf.Program `ebpf:"gen_xdp"`
-	SinkXdp *ebpf.Program `ebpf:"sink_xdp"`
+	FwdXdp    *ebpf.Program `ebpf:"fwd_xdp"`
+	GenXdp    *ebpf.Program `ebpf:"gen_xdp"`
+	ReplayTc  *ebpf.Program `ebpf:"replay_tc"`
+	ReplayXdp *ebpf.Program `ebpf:"replay_xdp"`
+	SinkXdp   *ebpf.Program `ebpf:"sink_xdp"`
 }
 
 func (p *BenchPrograms) Close() error {
 	return _BenchClose(
 		p.FwdXdp,
 		p.GenXdp,
+		p.ReplayTc,
+		p.ReplayXdp,
 		p.SinkXdp,
 	)
 }

@@ -25,25 +25,32 @@
  * the inner IPv4 header. */
 #define DECAP_PULL_LEN (ETH_HLEN + 60 + GRE_KEY_HLEN + 20)
 
+/* The MAC header as words: a byte-wise memcpy is what clang emits for an
+ * ethhdr of unknown alignment, and unaligned word access is fine here. */
+struct mac_words {
+	__u32 w0, w1, w2;
+	__u16 w3;
+};
+
 /* Strips d->strip bytes after the MAC header of an XDP frame, keeping the
  * MAC header: it was addressed to us, and the inner packet is IPv4 like the
- * outer one. */
+ * outer one. Programs here are not frags-aware, so the whole frame is
+ * between data and data_end, which decap_classify is given as its length. */
 static __always_inline int xdp_strip(struct xdp_md *ctx, const struct decap *d)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr eth;
+	struct mac_words mac, *p = data;
 
-	if (data + sizeof(eth) > data_end)
+	if ((void *)(p + 1) > data_end)
 		return -1;
-	__builtin_memcpy(&eth, data, sizeof(eth));
+	mac.w0 = p->w0, mac.w1 = p->w1, mac.w2 = p->w2, mac.w3 = p->w3;
 	if (bpf_xdp_adjust_head(ctx, d->strip))
 		return -1;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (data + sizeof(eth) > data_end)
+	p = (void *)(long)ctx->data;
+	if ((void *)(p + 1) > (void *)(long)ctx->data_end)
 		return -1;
-	__builtin_memcpy(data, &eth, sizeof(eth));
+	p->w0 = mac.w0, p->w1 = mac.w1, p->w2 = mac.w2, p->w3 = mac.w3;
 	return 0;
 }
 
@@ -55,7 +62,7 @@ int decap_xdp(struct xdp_md *ctx)
 	struct decap d;
 	enum reason r;
 
-	r = decap_classify(data, data_end, bpf_xdp_get_buff_len(ctx), &d);
+	r = decap_classify(data, data_end, data_end - data, &d);
 	if (r != REASON_NONE) {
 		count_reason(r);
 		return reason_passes(r) ? XDP_PASS : XDP_DROP;
@@ -155,8 +162,7 @@ int encap_tc(struct __sk_buff *skb)
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
-		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+		eth_set_macs(eth, &fib);
 		count_tx(id, skb->gso_segs ? skb->gso_segs : 1, inner_len);
 		if (fib.ifindex == skb->ifindex)
 			return TC_ACT_OK;
@@ -200,7 +206,7 @@ int fastpath_wan(struct xdp_md *ctx)
 	enum reason r;
 	long rc = -1;
 
-	r = decap_classify(data, data_end, bpf_xdp_get_buff_len(ctx), &d);
+	r = decap_classify(data, data_end, data_end - data, &d);
 	if (r != REASON_NONE) {
 		count_reason(r);
 		return reason_passes(r) ? XDP_PASS : XDP_DROP;
@@ -275,8 +281,7 @@ int fastpath_lan(struct xdp_md *ctx)
 	if ((void *)(inner + 1) > data_end)
 		return XDP_DROP; /* cannot happen: the inner header was there */
 	ipv4_dec_ttl(inner);
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	eth_set_macs(eth, &fib);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	encap_write(ip, t, tos, ttl, inner_len + hlen);
 	count_tx(id, 1, inner_len);

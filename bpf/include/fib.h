@@ -37,13 +37,24 @@ static __always_inline void fib_outer(struct bpf_fib_lookup *fib, const struct t
 	fib->ifindex = ifindex;
 }
 
+/* The next hop's MACs from a successful lookup, in 16-bit words: memcpy
+ * into a packet of unknown alignment is byte by byte, and the lookup's
+ * MACs on the stack are only 2-byte aligned. */
+static __always_inline void eth_set_macs(struct ethhdr *eth, const struct bpf_fib_lookup *fib)
+{
+	const __u16 *dmac = (const __u16 *)fib->dmac, *smac = (const __u16 *)fib->smac;
+	__u16 *to = (__u16 *)eth;
+
+	to[0] = dmac[0], to[1] = dmac[1], to[2] = dmac[2];
+	to[3] = smac[0], to[4] = smac[1], to[5] = smac[2];
+}
+
 /* Sends an IPv4 frame where a successful lookup said: TTL - 1, the next
  * hop's MACs, redirect. */
 static __always_inline long xdp_forward(struct ethhdr *eth, struct iphdr *ip,
 					const struct bpf_fib_lookup *fib)
 {
 	ipv4_dec_ttl(ip);
-	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	eth_set_macs(eth, fib);
 	return bpf_redirect(fib->ifindex, 0);
 }

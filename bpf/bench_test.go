@@ -190,4 +190,3 @@ func BenchmarkFastpath(b *testing.B) {
 		benchProgram(b, objs.FastpathWan, xdpRedirect, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(wan)}, false)
 	})
 }
-

@@ -322,12 +322,16 @@ func reconcileMaps(m *maps.Maps, prevTunnels []maps.Tunnel, prevRoutes []maps.Ro
 			return changed, err
 		}
 	}
+	var add []maps.Route
 	for _, r := range plan.Routes {
 		if wantRoute[r] {
-			changed = true
-			if err := maps.PutRoute(m, r.Prefix, r.TunnelID); err != nil {
-				return changed, err
-			}
+			add = append(add, r)
+		}
+	}
+	if len(add) > 0 {
+		changed = true
+		if err := maps.PutRoutes(m, add); err != nil {
+			return changed, err
 		}
 	}
 	return changed, nil

@@ -211,8 +211,33 @@ func routeKey(p netip.Prefix) bpf.GrebpfRouteKey {
 
 // PutRoute sends packets for prefix into tunnel id.
 func PutRoute(m *Maps, p netip.Prefix, id uint32) error {
-	if err := m.Routes.Put(routeKey(p), id); err != nil {
-		return fmt.Errorf("write route %s: %w", p, err)
+	return PutRoutes(m, []Route{{Prefix: p, TunnelID: id}})
+}
+
+// PutRoutes writes routes with batch updates, one syscall per few
+// thousand routes instead of one each (100,000 routes: 450 ms → see
+// README), or one by one where the kernel has no batch ops on LPM tries.
+func PutRoutes(m *Maps, routes []Route) error {
+	keys := make([]bpf.GrebpfRouteKey, len(routes))
+	ids := make([]uint32, len(routes))
+	for i, r := range routes {
+		keys[i], ids[i] = routeKey(r.Prefix), r.TunnelID
+	}
+	const chunk = 4096
+	for len(keys) > 0 {
+		n := min(chunk, len(keys))
+		_, err := m.Routes.BatchUpdate(keys[:n], ids[:n], nil)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			for i := range n {
+				if err = m.Routes.Put(keys[i], ids[i]); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("write routes: %w", err)
+		}
+		keys, ids = keys[n:], ids[n:]
 	}
 	return nil
 }
@@ -226,16 +251,40 @@ func DeleteRoute(m *Maps, p netip.Prefix) error {
 	return nil
 }
 
-// Routes lists the route map.
+// Routes lists the route map: in batches where the kernel can, else one
+// key at a time.
 func Routes(m *Maps) ([]Route, error) {
 	var (
-		out []Route
-		k   bpf.GrebpfRouteKey
-		id  uint32
+		out    []Route
+		cursor ebpf.MapBatchCursor
+		keys   = make([]bpf.GrebpfRouteKey, 4096)
+		ids    = make([]uint32, 4096)
+	)
+	add := func(k bpf.GrebpfRouteKey, id uint32) {
+		out = append(out, Route{Prefix: netip.PrefixFrom(addrOf(k.Addr), int(k.Prefixlen)), TunnelID: id})
+	}
+	for {
+		n, err := m.Routes.BatchLookup(&cursor, keys, ids, nil)
+		for i := range n {
+			add(keys[i], ids[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) && len(out) == 0 {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read routes: %w", err)
+		}
+	}
+	var (
+		k  bpf.GrebpfRouteKey
+		id uint32
 	)
 	it := m.Routes.Iterate()
 	for it.Next(&k, &id) {
-		out = append(out, Route{Prefix: netip.PrefixFrom(addrOf(k.Addr), int(k.Prefixlen)), TunnelID: id})
+		add(k, id)
 	}
 	return out, it.Err()
 }

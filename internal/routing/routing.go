@@ -166,6 +166,11 @@ func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) ([]map
 	for _, r := range have {
 		installed[prefixOf(r)] = r
 	}
+	batch, err := newRouteBatch()
+	if err != nil {
+		return out, err
+	}
+	defer batch.Close()
 	want := map[netip.Prefix]bool{}
 	for _, r := range routes {
 		t := byID[r.TunnelID]
@@ -183,18 +188,18 @@ func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) ([]map
 		if old, ok := installed[r.Prefix]; ok && sameRoute(old, rt) {
 			continue
 		}
-		if err := h.RouteReplace(rt); err != nil {
-			return out, fmt.Errorf("add route %s: %w", r.Prefix, err)
+		if err := batch.replace(rt); err != nil {
+			return out, err
 		}
 	}
 	for p, r := range installed {
 		if !want[p] {
-			if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-				return out, fmt.Errorf("delete route %s: %w", p, err)
+			if err := batch.del(&r); err != nil {
+				return out, err
 			}
 		}
 	}
-	return out, nil
+	return out, batch.flush()
 }
 
 func prefixOf(r netlink.Route) netip.Prefix {
@@ -238,25 +243,19 @@ func Ours(ifindex int) ([]netlink.Route, error) {
 	return rs, nil
 }
 
-func removeRoutes(ifindex int, keep map[netip.Prefix]bool) error {
-	rs, err := Ours(ifindex)
+// deleteRoutes deletes rs; ones already gone are fine.
+func deleteRoutes(rs []netlink.Route) error {
+	batch, err := newRouteBatch()
 	if err != nil {
 		return err
 	}
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return fmt.Errorf("netlink: %w", err)
-	}
-	defer h.Close()
+	defer batch.Close()
 	for _, r := range rs {
-		if keep[prefixOf(r)] {
-			continue
-		}
-		if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("delete route %s: %w", r.Dst, err)
+		if err := batch.del(&r); err != nil {
+			return err
 		}
 	}
-	return nil
+	return batch.flush()
 }
 
 // Remove takes out the kernel side of tunnels: their routes, neighbours and
@@ -265,27 +264,20 @@ func removeRoutes(ifindex int, keep map[netip.Prefix]bool) error {
 // to finish a half-done attach.
 func Remove(ifindex int, tunnels []maps.Tunnel, all bool) error {
 	var errs []error
-	if all {
-		errs = append(errs, removeRoutes(ifindex, nil))
-	} else {
-		rs, err := Ours(ifindex)
-		errs = append(errs, err)
-		gone := map[string]bool{}
-		for _, t := range tunnels {
-			gone[t.OverlayRemote.String()] = true
-		}
-		for _, r := range rs {
-			peer := r.Gw
-			if peer == nil && r.Dst != nil {
-				peer = r.Dst.IP
-			}
-			if peer != nil && gone[peer.String()] {
-				if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-					errs = append(errs, fmt.Errorf("delete route %s: %w", r.Dst, err))
-				}
-			}
-		}
+	rs, err := Ours(ifindex)
+	errs = append(errs, err)
+	gone := map[string]bool{}
+	for _, t := range tunnels {
+		gone[t.OverlayRemote.String()] = true
 	}
+	rs = slices.DeleteFunc(rs, func(r netlink.Route) bool {
+		peer := r.Gw
+		if peer == nil && r.Dst != nil {
+			peer = r.Dst.IP
+		}
+		return !all && (peer == nil || !gone[peer.String()])
+	})
+	errs = append(errs, deleteRoutes(rs))
 	for _, t := range tunnels {
 		n := &netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET, IP: t.OverlayRemote.AsSlice()}
 		if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {

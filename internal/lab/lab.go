@@ -86,11 +86,14 @@ func sysctl(ns, key, val string) error {
 
 // fastPathPrep is what veths need for the XDP fast path, where a real wire
 // does not: NAPI on the peer of every device XDP redirects into (GRO on
-// gives it), and complete checksums from the hosts (an XDP redirect drops
-// the partial-checksum state a veth sender leaves).
+// gives it), and complete checksums from every sender: an XDP redirect
+// drops the partial-checksum state a veth sender leaves, and so does the
+// WAN router's when it forwards what its GRO merged (TCP through XDP
+// forwarding on r1 and r2 arrived with bad checksums until its veths
+// computed them: tx off, as a wire would carry them).
 var fastPathPrep = [][]string{
-	{"wan", "ethtool", "-K", "r1", "gro", "on"},
-	{"wan", "ethtool", "-K", "r2", "gro", "on"},
+	{"wan", "ethtool", "-K", "r1", "gro", "on", "tx", "off"},
+	{"wan", "ethtool", "-K", "r2", "gro", "on", "tx", "off"},
 	{"lan1", "ethtool", "-K", "eth0", "gro", "on", "tx", "off"},
 	{"lan2", "ethtool", "-K", "eth0", "gro", "on", "tx", "off"},
 }

@@ -190,3 +190,13 @@ func BenchmarkFastpath(b *testing.B) {
 		benchProgram(b, objs.FastpathWan, xdpRedirect, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(wan)}, false)
 	})
 }
+
+// Plain XDP forwarding, the fast path's ceiling in grebpf bench: the
+// lookup and redirect both fast path programs also do, without the tunnel.
+func BenchmarkForward(b *testing.B) {
+	wanNS(b, true)
+	lan := lanSide(b, true)
+	bench := loadBench(b, 1)
+	in := frame(b, macWAN, macLANHost, innerPacket(b, lan1Host, lan2Host, 0, 64))
+	benchProgram(b, bench.FwdXdp, xdpRedirect, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(lan)}, false)
+}

@@ -24,16 +24,17 @@ static __always_inline void ipv4_dec_ttl(struct iphdr *ip)
 }
 
 /* Checksum of an option-less header; the caller has bounds-checked it.
- * Over a received header it is 0 when the header is intact. */
+ * Over a received header it is 0 when the header is intact. Five 32-bit
+ * words summed in 64 bits: half the loads of 16-bit words, and the ones'
+ * complement sum comes out the same once folded. */
 static __always_inline __u16 ipv4_csum(struct iphdr *ip)
 {
-	__u16 *w = (__u16 *)ip;
-	__u32 sum = 0;
+	__u32 *w = (__u32 *)ip;
+	__u64 sum = (__u64)w[0] + w[1] + w[2] + w[3] + w[4];
 
-#pragma unroll
-	for (int i = 0; i < (int)sizeof(*ip) / 2; i++)
-		sum += w[i];
-	return csum_fold(sum);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	return csum_fold((__u32)sum);
 }
 
 /* True when a received header of ihl words (options included) sums right.

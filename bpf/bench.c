@@ -132,13 +132,27 @@ struct {
 #define REPLAY_FAILED_XDP 0xfe
 #define REPLAY_FAILED_TC 0xfe
 
+/* The replayed length, 1..REPLAY_MAX, in a form the verifier of 6.1 can
+ * bound: it does not carry a check on one register over to a copy that
+ * clang derives from the same load. */
+static __always_inline int replay_length(__u64 *len)
+{
+	__u64 n = (__u64)replay_len - 1;
+
+	if (n >= REPLAY_MAX)
+		return -1;
+	asm volatile("" : "+r"(n));
+	*len = n + 1;
+	return 0;
+}
+
 SEC("xdp")
 int replay_xdp(struct xdp_md *ctx)
 {
-	__u32 len = replay_len;
 	int cur = ctx->data_end - ctx->data;
+	__u64 len;
 
-	if (len == 0 || len > REPLAY_MAX)
+	if (replay_length(&len))
 		return REPLAY_FAILED_XDP;
 	if (cur != (int)len && bpf_xdp_adjust_head(ctx, cur - (int)len))
 		return REPLAY_FAILED_XDP;
@@ -151,10 +165,10 @@ int replay_xdp(struct xdp_md *ctx)
 SEC("tc")
 int replay_tc(struct __sk_buff *skb)
 {
-	__u32 len = replay_len;
 	int cur = skb->len;
+	__u64 len;
 
-	if (len == 0 || len > REPLAY_MAX)
+	if (replay_length(&len))
 		return REPLAY_FAILED_TC;
 	if (cur != (int)len && bpf_skb_adjust_room(skb, (int)len - cur, BPF_ADJ_ROOM_MAC, 0))
 		return REPLAY_FAILED_TC;

@@ -10,9 +10,10 @@ import (
 )
 
 func runBench(g *globals, args []string) error {
-	fs := newFlags(g, "bench", "bench [--duration 5s] [--flows 1024] [--tcp 3s] [--routes N] [--mode NAME,…] [--json]")
+	fs := newFlags(g, "bench", "bench [--rounds 3] [--duration 5s] [--flows 1024] [--tcp 3s] [--routes N] [--mode NAME,…] [--json]")
 	var o bench.Options
-	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "generator time per mode")
+	fs.IntVar(&o.Rounds, "rounds", 3, "measure each mode this many times, modes taking turns, and report medians")
+	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "generator time per mode and round")
 	fs.IntVar(&o.Flows, "flows", 1024, "UDP flows (distinct source ports), 1..65535")
 	fs.DurationVar(&o.TCP, "tcp", 3*time.Second, "iperf3 TCP time per mode; 0 skips it")
 	fs.IntVar(&o.Routes, "routes", 0, "extra /32 routes in each grebpf router's tunnel (scale test)")
@@ -20,6 +21,9 @@ func runBench(g *globals, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if o.Rounds < 1 {
+		return fmt.Errorf("rounds %d: use 1 or more", o.Rounds)
 	}
 	if o.Flows < 1 || o.Flows > 65535 {
 		return fmt.Errorf("flows %d: use 1..65535", o.Flows)
@@ -39,10 +43,10 @@ func runBench(g *globals, args []string) error {
 		return g.printJSON(results)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "MODE\tPPS\tLOSS\tRATIO\tTCP\n")
+	fmt.Fprintf(w, "MODE\tPPS (median)\tLOSS\tRATIO\tTCP (median)\tPPS EACH ROUND\n")
 	for _, r := range results {
 		if r.Unavailable != "" {
-			fmt.Fprintf(w, "%s\t-\t-\t-\t- (%s)\n", r.Mode, r.Unavailable)
+			fmt.Fprintf(w, "%s\t-\t-\t-\t-\t- (%s)\n", r.Mode, r.Unavailable)
 			continue
 		}
 		tcp := "-"
@@ -53,7 +57,11 @@ func runBench(g *globals, args []string) error {
 		if r.Ratio > 0 {
 			ratio = fmt.Sprintf("%.2f× %s", r.Ratio, r.Reference)
 		}
-		fmt.Fprintf(w, "%s\t%.0f\t%.1f%%\t%s\t%s\n", r.Mode, r.PPS, 100*max(r.Loss, 0), ratio, tcp)
+		each := make([]string, len(r.RoundsPPS))
+		for i, p := range r.RoundsPPS {
+			each[i] = fmt.Sprintf("%.0f", p)
+		}
+		fmt.Fprintf(w, "%s\t%.0f\t%.1f%%\t%s\t%s\t%s\n", r.Mode, r.PPS, 100*max(r.Loss, 0), ratio, tcp, strings.Join(each, " "))
 	}
 	return w.Flush()
 }

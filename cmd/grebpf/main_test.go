@@ -17,6 +17,9 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"lab"}, "lab: say up or down"},
 		{[]string{"lab", "sideways"}, `unknown action "sideways"`},
 		{[]string{"lab", "up", "--tunnel", "vxlan"}, `tunnel "vxlan": use none, bpf or kernel`},
+		{[]string{"bench", "--rounds", "0"}, "rounds 0: use 1 or more"},
+		{[]string{"bench", "--flows", "0"}, "flows 0: use 1..65535"},
+		{[]string{"--netns", "r1", "bench"}, "bench builds its own lab: drop --netns"},
 	} {
 		var out strings.Builder
 		err := run(c.args, &out)
@@ -27,7 +30,7 @@ func TestRunErrors(t *testing.T) {
 }
 
 func TestHelpIsNotAnError(t *testing.T) {
-	for _, cmd := range []string{"attach", "detach", "stats", "show"} {
+	for _, cmd := range []string{"attach", "detach", "stats", "show", "bench"} {
 		var out strings.Builder
 		if err := run([]string{cmd, "--help"}, &out); err != nil {
 			t.Errorf("%s --help: %v", cmd, err)

@@ -10,12 +10,14 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,19 +47,27 @@ type Options struct {
 	// Routes adds this many /32 routes (100.64.0.0 up) to each grebpf
 	// router's tunnel, to see what a big route map costs.
 	Routes int
+	// Rounds measures every mode this many times, the modes taking turns
+	// in each round, and reports the median: one run under emulation
+	// moved by half between two runs.
+	Rounds int
 }
 
 // Result is one mode's measurement.
 type Result struct {
-	Mode        string  `json:"mode"`
-	Generated   uint64  `json:"generated"`
-	Delivered   uint64  `json:"delivered"`
-	PPS         float64 `json:"pps"`
-	Loss        float64 `json:"loss"` // fraction of generated not delivered
-	TCPGbps     float64 `json:"tcp_gbps,omitempty"`
-	Ratio       float64 `json:"ratio"` // PPS over the reference's
-	Reference   string  `json:"reference"`
-	Unavailable string  `json:"unavailable,omitempty"`
+	Mode      string  `json:"mode"`
+	Generated uint64  `json:"generated"`
+	Delivered uint64  `json:"delivered"`
+	PPS       float64 `json:"pps"`
+	Loss      float64 `json:"loss"` // fraction of generated not delivered
+	TCPGbps   float64 `json:"tcp_gbps,omitempty"`
+	// Each round's pps and TCP, in order; PPS and TCPGbps are their
+	// medians, and Generated, Delivered and Loss are the median-pps round's.
+	RoundsPPS   []float64 `json:"rounds_pps"`
+	RoundsTCP   []float64 `json:"rounds_tcp_gbps,omitempty"`
+	Ratio       float64   `json:"ratio"` // PPS over the reference's
+	Reference   string    `json:"reference"`
+	Unavailable string    `json:"unavailable,omitempty"`
 }
 
 // mode sets the lab up for one measurement; the returned func undoes what
@@ -198,21 +208,32 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 	}
 	defer p.objs.Close()
 
+	rounds := map[string][]Result{}
+	var order []string
+	for round := 1; round <= max(o.Rounds, 1); round++ {
+		for _, m := range modes(o) {
+			if len(o.Only) > 0 && !contains(o.Only, m.name) {
+				continue
+			}
+			if round == 1 {
+				order = append(order, m.name)
+			}
+			if len(rounds[m.name]) > 0 && rounds[m.name][0].Unavailable != "" {
+				continue
+			}
+			progress(fmt.Sprintf("round %d/%d, %s: %s", round, max(o.Rounds, 1), m.name, m.about))
+			r, err := p.measure(m, o)
+			if errors.Is(err, errUnavailable) {
+				r = Result{Mode: m.name, Unavailable: err.Error()}
+			} else if err != nil {
+				return nil, fmt.Errorf("%s: %w", m.name, err)
+			}
+			rounds[m.name] = append(rounds[m.name], r)
+		}
+	}
 	var results []Result
-	for _, m := range modes(o) {
-		if len(o.Only) > 0 && !contains(o.Only, m.name) {
-			continue
-		}
-		progress(fmt.Sprintf("%s: %s", m.name, m.about))
-		r, err := p.measure(m, o)
-		if errors.Is(err, errUnavailable) {
-			results = append(results, Result{Mode: m.name, Unavailable: err.Error()})
-			continue
-		}
-		if err != nil {
-			return results, fmt.Errorf("%s: %w", m.name, err)
-		}
-		results = append(results, r)
+	for _, name := range order {
+		results = append(results, median(rounds[name]))
 	}
 	ref := "routing"
 	for _, r := range results {
@@ -233,6 +254,29 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 		}
 	}
 	return results, nil
+}
+
+// median folds one mode's rounds into one result.
+func median(rs []Result) Result {
+	if rs[0].Unavailable != "" {
+		return rs[0]
+	}
+	var pps, tcp []float64
+	for _, r := range rs {
+		pps = append(pps, r.PPS)
+		if r.TCPGbps > 0 {
+			tcp = append(tcp, r.TCPGbps)
+		}
+	}
+	byPPS := slices.Clone(rs)
+	slices.SortFunc(byPPS, func(a, b Result) int { return cmp.Compare(a.PPS, b.PPS) })
+	out := byPPS[len(byPPS)/2]
+	out.RoundsPPS, out.RoundsTCP = pps, tcp
+	if len(tcp) > 0 {
+		sorted := slices.Sorted(slices.Values(tcp))
+		out.TCPGbps = sorted[len(sorted)/2]
+	}
+	return out
 }
 
 func contains(l []string, s string) bool {

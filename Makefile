@@ -7,7 +7,7 @@ DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute ipe
 	qemu-system-x86 busybox-static cpio xz-utils
 KERNEL ?= 6.12
 
-.PHONY: all build deps generate demo test test-vm bench fuzz clean
+.PHONY: all build deps generate demo test test-vm bench bench-vm fuzz clean
 
 all: build
 
@@ -50,8 +50,16 @@ test-vm: deps
 		grep -E '^\s*--- |^(ok|FAIL|panic)|iperf3 TCP|^vm: '; \
 		status=$$?; echo "tests on $(KERNEL): $$(grep -c -- '--- PASS' test-vm-$(KERNEL).log) passed, $$(grep -c -- '--- FAIL' test-vm-$(KERNEL).log) failed (full log: test-vm-$(KERNEL).log)"; exit $$status
 
-bench: deps
+# Per-program cost (go test -bench), then grebpf bench on the host's lab.
+bench: deps build
 	$(GO) test -run '^$$' -bench . -count 3 ./bpf
+	bin/grebpf bench
+
+# grebpf bench in QEMU on a Debian kernel that has ip_gre (KERNEL=6.1 or
+# 6.12): the README's results tables.
+bench-vm: deps build
+	$(GO) build -o bin/vmrun ./test/vm
+	bin/vmrun -kernel $(KERNEL) -tcg single -- bin/grebpf bench
 
 fuzz: deps
 	$(GO) test -run '^$$' -fuzz FuzzDecap -fuzztime 60s ./bpf

@@ -176,14 +176,19 @@ func Up(tunnel string, fastPath bool) (err error) {
 // namespaces. Missing pieces are fine.
 func Down() error {
 	var errs []error
+	// Every detach before any namespace goes: deleting one namespace
+	// destroys its veths' peers in the others a moment later, and a detach
+	// that finds its device half gone fails (seen on 6.1: r2's wan2 went
+	// with the wan namespace).
 	for _, ns := range Namespaces {
-		if !netns.Exists(ns) {
-			continue
-		}
-		if loader.Attached(ns) {
+		if netns.Exists(ns) && loader.Attached(ns) {
 			errs = append(errs, netns.Do(ns, func() error { return loader.Detach(ns) }))
 		}
-		errs = append(errs, ip("netns", "del", ns))
+	}
+	for _, ns := range Namespaces {
+		if netns.Exists(ns) {
+			errs = append(errs, ip("netns", "del", ns))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -10,13 +10,14 @@ import (
 )
 
 func runBench(g *globals, args []string) error {
-	fs := newFlags(g, "bench", "bench [--rounds 3] [--duration 5s] [--flows 1024] [--tcp 3s] [--routes N] [--mode NAME,…] [--json]")
+	fs := newFlags(g, "bench", "bench [--rounds 3] [--duration 5s] [--flows 1024] [--tcp 3s] [--routes N] [--mode NAME,…] [--prog-stats] [--json]")
 	var o bench.Options
 	fs.IntVar(&o.Rounds, "rounds", 3, "measure each mode this many times, modes taking turns, and report medians")
 	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "generator time per mode and round")
 	fs.IntVar(&o.Flows, "flows", 1024, "UDP flows (distinct source ports), 1..65535")
 	fs.DurationVar(&o.TCP, "tcp", 3*time.Second, "iperf3 TCP time per mode; 0 skips it")
 	fs.IntVar(&o.Routes, "routes", 0, "extra /32 routes in each grebpf router's tunnel (scale test)")
+	fs.BoolVar(&o.ProgStats, "prog-stats", false, "report each BPF program's cost per run (kernel run-time statistics; lowers pps)")
 	only := fs.String("mode", "", "only these modes, comma-separated: generator, routing, xdp-forward, grebpf-tc-xdp, grebpf-tc-tc, grebpf-fastpath, ip_gre")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	if err := parse(fs, args); err != nil {
@@ -62,6 +63,15 @@ func runBench(g *globals, args []string) error {
 			each[i] = fmt.Sprintf("%.0f", p)
 		}
 		fmt.Fprintf(w, "%s\t%.0f\t%.1f%%\t%s\t%s\t%s\n", r.Mode, r.PPS, 100*max(r.Loss, 0), ratio, tcp, strings.Join(each, " "))
+	}
+	if !o.ProgStats {
+		return w.Flush()
+	}
+	fmt.Fprintf(w, "\nMODE\tPROGRAM\tRUNS\tNS/RUN\t\t\n")
+	for _, r := range results {
+		for _, c := range r.Programs {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%.0f\t\t\n", r.Mode, c.Name, c.Runs, c.NsPerRun)
+		}
 	}
 	return w.Flush()
 }

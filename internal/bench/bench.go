@@ -14,8 +14,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -51,6 +53,18 @@ type Options struct {
 	// in each round, and reports the median: one run under emulation
 	// moved by half between two runs.
 	Rounds int
+	// ProgStats turns on the kernel's BPF run-time statistics while the
+	// generator runs and reports what each program cost per run. The two
+	// clock reads per run that costs lower every mode's pps.
+	ProgStats bool
+}
+
+// ProgCost is one program's share of a measurement: every instance of it
+// (r1's and r2's, the WAN's) summed.
+type ProgCost struct {
+	Name     string  `json:"name"`
+	Runs     uint64  `json:"runs"`
+	NsPerRun float64 `json:"ns_per_run"`
 }
 
 // Result is one mode's measurement.
@@ -63,11 +77,13 @@ type Result struct {
 	TCPGbps   float64 `json:"tcp_gbps,omitempty"`
 	// Each round's pps and TCP, in order; PPS and TCPGbps are their
 	// medians, and Generated, Delivered and Loss are the median-pps round's.
-	RoundsPPS   []float64 `json:"rounds_pps"`
-	RoundsTCP   []float64 `json:"rounds_tcp_gbps,omitempty"`
-	Ratio       float64   `json:"ratio"` // PPS over the reference's
-	Reference   string    `json:"reference"`
-	Unavailable string    `json:"unavailable,omitempty"`
+	RoundsPPS []float64 `json:"rounds_pps"`
+	RoundsTCP []float64 `json:"rounds_tcp_gbps,omitempty"`
+	// With ProgStats: each program's cost in the median-pps round.
+	Programs    []ProgCost `json:"programs,omitempty"`
+	Ratio       float64    `json:"ratio"` // PPS over the reference's
+	Reference   string     `json:"reference"`
+	Unavailable string     `json:"unavailable,omitempty"`
 }
 
 // mode sets the lab up for one measurement; the returned func undoes what
@@ -332,11 +348,30 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 	if err != nil {
 		return r, err
 	}
+	var statsOn io.Closer
+	var statsBefore map[string]progRun
+	if o.ProgStats {
+		if statsOn, err = ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
+			return r, fmt.Errorf("BPF run-time statistics: %w", err)
+		}
+		defer statsOn.Close()
+		if statsBefore, err = programRuns(); err != nil {
+			return r, err
+		}
+	}
 	gen, elapsed, err := p.generate(o.Duration)
 	if err != nil {
 		return r, err
 	}
 	time.Sleep(100 * time.Millisecond) // the last frames in flight
+	if o.ProgStats {
+		after, err := programRuns()
+		if err != nil {
+			return r, err
+		}
+		statsOn.Close()
+		r.Programs = programCosts(statsBefore, after)
+	}
 	after, err := p.sunk()
 	if err != nil {
 		return r, err
@@ -362,6 +397,61 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 		}
 	}
 	return r, nil
+}
+
+// progRun is a program's run count and time, as the kernel keeps them
+// while BPF_STATS_RUN_TIME is on.
+type progRun struct {
+	runs uint64
+	time time.Duration
+}
+
+// programs whose cost a measurement reports: grebpf's and the bench's own.
+var costed = []string{"gen_xdp", "sink_xdp", "fwd_xdp", "decap_xdp", "decap_tc", "encap_tc", "fastpath_wan", "fastpath_lan"}
+
+// programRuns sums, by name, the statistics of every loaded program in
+// costed: the same program is loaded once per router.
+func programRuns() (map[string]progRun, error) {
+	out := map[string]progRun{}
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list BPF programs: %w", err)
+		}
+		id = next
+		prog, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone since listed
+		}
+		info, ierr := prog.Info()
+		stats, serr := prog.Stats()
+		prog.Close()
+		if ierr != nil || serr != nil || !slices.Contains(costed, info.Name) {
+			continue
+		}
+		pr := out[info.Name]
+		pr.runs += stats.RunCount
+		pr.time += stats.Runtime
+		out[info.Name] = pr
+	}
+}
+
+// programCosts is what ran between two programRuns, in costed's order.
+func programCosts(before, after map[string]progRun) []ProgCost {
+	var out []ProgCost
+	for _, name := range costed {
+		runs := after[name].runs - before[name].runs
+		if runs == 0 {
+			continue
+		}
+		ns := float64(after[name].time-before[name].time) / float64(runs)
+		out = append(out, ProgCost{Name: name, Runs: runs, NsPerRun: ns})
+	}
+	return out
 }
 
 // warmUp resolves every neighbour on the path, so that the first measured

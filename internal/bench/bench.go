@@ -465,9 +465,13 @@ func warmUp() error {
 	return nil
 }
 
-func (p *progs) sunk() (uint64, error) {
+// sunk is how many generated packets the sink has counted.
+func (p *progs) sunk() (uint64, error) { return total(p.objs.SinkPackets) }
+
+// total sums a one-entry per-CPU counter.
+func total(m *ebpf.Map) (uint64, error) {
 	var per []uint64
-	if err := p.objs.SinkPackets.Lookup(uint32(0), &per); err != nil {
+	if err := m.Lookup(uint32(0), &per); err != nil {
 		return 0, err
 	}
 	var n uint64
@@ -523,6 +527,12 @@ func (p *progs) generate(d time.Duration) (uint64, time.Duration, error) {
 		if err := p.objs.FrameTemplate.Set(data); err != nil {
 			return fmt.Errorf("generator template: %w", err)
 		}
+		// What was sent is the generator's own count: a run interrupted
+		// by a signal is run again, so runs × repeat undercounts.
+		before, err := total(p.objs.GenSeq)
+		if err != nil {
+			return err
+		}
 		const batch = 1 << 16
 		start := time.Now()
 		for time.Since(start) < d {
@@ -531,10 +541,11 @@ func (p *progs) generate(d time.Duration) (uint64, time.Duration, error) {
 			if _, err := p.objs.GenXdp.Run(opts); err != nil {
 				return fmt.Errorf("generator: %w", err)
 			}
-			sent += batch
 		}
 		elapsed = time.Since(start)
-		return nil
+		after, err := total(p.objs.GenSeq)
+		sent = after - before
+		return err
 	})
 	return sent, elapsed, err
 }

@@ -228,7 +228,7 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 	var order []string
 	for round := 1; round <= max(o.Rounds, 1); round++ {
 		for _, m := range modes(o) {
-			if len(o.Only) > 0 && !contains(o.Only, m.name) {
+			if len(o.Only) > 0 && !slices.Contains(o.Only, m.name) {
 				continue
 			}
 			if round == 1 {
@@ -293,15 +293,6 @@ func median(rs []Result) Result {
 		out.TCPGbps = sorted[len(sorted)/2]
 	}
 	return out
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // measure builds the lab, sets the mode up, runs the generator and iperf3.

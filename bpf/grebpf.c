@@ -1,10 +1,14 @@
 //go:build ignore
 
-/* grebpf data plane: GRE decap on WAN ingress (XDP or TC), GRE encap on
- * WAN egress (TC), and the optional XDP fast path that forwards whole flows
- * without the stack (LAN ingress: encap + redirect to the WAN; WAN ingress:
- * decap + fib lookup + redirect to the LAN). Everything not addressed to a
- * configured tunnel passes. */
+/* grebpf data plane. A tunnel is an interface (a veth pair, see grebpf.h):
+ * whatever the kernel routes out of it reaches encap_tc on the veth peer's
+ * ingress (or on the interface's egress, where the user trades tcpdump and
+ * counters for speed), which encapsulates and sends it out of the WAN
+ * device. GRE arriving on the WAN device is decapsulated in XDP or TC and
+ * transmitted on the veth peer, so it enters the stack on the interface.
+ * The optional XDP fast path forwards without the stack where the kernel's
+ * FIB says a packet goes into or out of a tunnel. Everything not addressed
+ * to a configured tunnel passes. */
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -54,30 +58,79 @@ static __always_inline int xdp_strip(struct xdp_md *ctx, const struct decap *d)
 	return 0;
 }
 
-SEC("xdp")
-int decap_xdp(struct xdp_md *ctx)
+/* Decap in XDP: the frame goes to the tunnel interface, or with forward
+ * (the fast path) straight to where the FIB sends the inner packet when
+ * that is not a tunnel and the neighbour is known. What the stack does
+ * better stays with it: TTL <= 1 (time exceeded), local destinations,
+ * transit into another tunnel, unresolved neighbours. */
+static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup fib = {};
+	struct iphdr *inner;
+	struct ethhdr *eth;
 	struct decap d;
 	enum reason r;
+	__u32 out;
+	long rc = -1;
 
 	r = decap_classify(data, data_end, data_end - data, &d);
 	if (r != REASON_NONE) {
 		count_reason(r);
 		return reason_passes(r) ? XDP_PASS : XDP_DROP;
 	}
+	inner = data + ETH_HLEN + d.strip;
+	if ((void *)(inner + 1) > data_end)
+		return XDP_PASS; /* decap_classify has checked it; for the verifier */
+	if (!inner_source_ok(ctx, inner, d.ep)) {
+		count_reason(REASON_INNER_SOURCE);
+		return XDP_DROP;
+	}
+	if (forward && inner->ttl > 1) {
+		fib_forward(&fib, inner, d.ep->ifindex);
+		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+		out = fib.ifindex;
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS && bpf_map_lookup_elem(&tunnels, &out))
+			rc = -1;
+	}
 	if (xdp_strip(ctx, &d)) {
 		count_reason(REASON_DECAP_FAILED);
 		return XDP_DROP;
 	}
-	count_rx(d.tunnel_id, 1, d.inner_len);
-	return XDP_PASS;
+	count_rx(d.ep->ifindex, 1, d.inner_len);
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	inner = (void *)(eth + 1);
+	if ((void *)(inner + 1) > data_end)
+		return XDP_DROP; /* cannot happen: the inner header was there */
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		return xdp_forward(eth, inner, &fib);
+	eth_to_tunnel(eth, d.ep);
+	return bpf_redirect(d.ep->rx_ifindex, 0);
+}
+
+SEC("xdp")
+int decap_xdp(struct xdp_md *ctx)
+{
+	return xdp_decap(ctx, 0);
+}
+
+/* Fast path, WAN ingress. */
+SEC("xdp")
+int fastpath_wan(struct xdp_md *ctx)
+{
+	return xdp_decap(ctx, 1);
 }
 
 SEC("tc")
 int decap_tc(struct __sk_buff *skb)
 {
+	const struct endpoint *ep;
+	struct iphdr *inner;
+	struct ethhdr *eth;
 	struct decap d;
 	enum reason r;
 
@@ -89,6 +142,14 @@ int decap_tc(struct __sk_buff *skb)
 	if (r != REASON_NONE) {
 		count_reason(r);
 		return reason_passes(r) ? TC_ACT_OK : TC_ACT_SHOT;
+	}
+	ep = d.ep;
+	inner = (void *)(long)skb->data + ETH_HLEN + d.strip;
+	if ((void *)(inner + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_OK; /* decap_classify has checked it; for the verifier */
+	if (!inner_source_ok(skb, inner, ep)) {
+		count_reason(REASON_INNER_SOURCE);
+		return TC_ACT_SHOT;
 	}
 
 	/* FIXED_GSO keeps a GRO'd packet's segment size; DECAP_L3_IPV4 clears
@@ -103,42 +164,54 @@ int decap_tc(struct __sk_buff *skb)
 		count_reason(REASON_DECAP_FAILED);
 		return TC_ACT_SHOT;
 	}
-	count_rx(d.tunnel_id, skb->gso_segs ? skb->gso_segs : 1, d.inner_len);
-	return TC_ACT_OK;
+	eth = (void *)(long)skb->data;
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end) {
+		count_reason(REASON_DECAP_FAILED);
+		return TC_ACT_SHOT;
+	}
+	eth_to_tunnel(eth, ep);
+	count_rx(ep->ifindex, skb->gso_segs ? skb->gso_segs : 1, d.inner_len);
+	return bpf_redirect(ep->rx_ifindex, 0);
 }
 
+/* Runs where the kernel's packets for a tunnel arrive: the ingress of the
+ * interface's veth peer, or the interface's own egress. */
 SEC("tc")
 int encap_tc(struct __sk_buff *skb)
 {
 	struct bpf_fib_lookup fib = {};
+	__u32 dev = skb->ifindex;
 	struct tunnel *t;
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u8 tos, ttl;
 	__u16 inner_len;
-	__u32 id;
-	long rc;
+	__u32 segs;
 
-	if (skb->protocol != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
-	if ((void *)(long)skb->data + ETH_HLEN + sizeof(*ip) > (void *)(long)skb->data_end &&
-	    bpf_skb_pull_data(skb, ETH_HLEN + sizeof(*ip)))
-		return TC_ACT_OK;
-	eth = (void *)(long)skb->data;
-	ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
-		return TC_ACT_OK;
-
-	t = tunnel_for(ip->daddr, &id);
-	if (!t && !id)
-		return TC_ACT_OK;
+	t = bpf_map_lookup_elem(&tunnels, &dev);
 	if (!t) {
 		count_reason(REASON_NO_TUNNEL);
+		return TC_ACT_SHOT;
+	}
+	if (skb->protocol != bpf_htons(ETH_P_IP)) {
+		count_reason(REASON_UNKNOWN_INNER);
+		return TC_ACT_SHOT;
+	}
+	if ((void *)(long)skb->data + ETH_HLEN + sizeof(*ip) > (void *)(long)skb->data_end &&
+	    bpf_skb_pull_data(skb, ETH_HLEN + sizeof(*ip))) {
+		count_reason(REASON_TRUNCATED);
+		return TC_ACT_SHOT;
+	}
+	eth = (void *)(long)skb->data;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end) {
+		count_reason(REASON_TRUNCATED);
 		return TC_ACT_SHOT;
 	}
 	tos = ip->tos;
 	ttl = ip->ttl;
 	inner_len = bpf_ntohs(ip->tot_len);
+	segs = skb->gso_segs ? skb->gso_segs : 1;
 
 	/* FIXED_GSO + ENCAP flags: a TSO/GSO packet stays one packet and the
 	 * kernel segments it as GRE further down. */
@@ -155,91 +228,30 @@ int encap_tc(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	encap_write(ip, t, tos, ttl, skb->len - ETH_HLEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
 
-	/* tot_len 0: let the helper check the skb against the MTU, which
-	 * understands GSO. */
-	fib_outer(&fib, t, skb->ifindex, 0);
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
-	switch (rc) {
+	fib_outer(&fib, t, 0);
+	switch (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT)) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		eth_set_macs(eth, &fib);
-		count_tx(id, skb->gso_segs ? skb->gso_segs : 1, inner_len);
-		if (fib.ifindex == skb->ifindex)
-			return TC_ACT_OK;
+		count_tx(t->ifindex, segs, inner_len);
 		return bpf_redirect(fib.ifindex, 0);
-	case BPF_FIB_LKUP_RET_NO_NEIGH: {
-		struct bpf_redir_neigh nh = {
-			.nh_family = AF_INET,
-			.ipv4_nh = fib.ipv4_dst,
-		};
-
-		count_tx(id, skb->gso_segs ? skb->gso_segs : 1, inner_len);
-		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
-	}
-	case BPF_FIB_LKUP_RET_FWD_DISABLED:
-		/* An endpoint that does not forward: the helper will not look up
-		 * for us, so let bpf_redirect_neigh route the outer packet. */
-		count_tx(id, skb->gso_segs ? skb->gso_segs : 1, inner_len);
-		return bpf_redirect_neigh(skb->ifindex, NULL, 0, 0);
-	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
-		count_reason(REASON_OUTER_TOO_BIG);
-		return TC_ACT_SHOT;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		/* No next hop given: the helper routes the outer packet itself
+		 * and queues it on the neighbour until it resolves. */
+		count_tx(t->ifindex, segs, inner_len);
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 	default:
 		count_reason(REASON_NO_OUTER_ROUTE);
 		return TC_ACT_SHOT;
 	}
 }
 
-/* Fast path, WAN ingress: decap as decap_xdp, then forward the inner
- * packet to the LAN itself when the kernel's FIB says where and the
- * neighbour is known. What the stack does better stays with it: TTL <= 1
- * (time exceeded), local destinations, unresolved neighbours. */
-SEC("xdp")
-int fastpath_wan(struct xdp_md *ctx)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct bpf_fib_lookup fib = {};
-	struct iphdr *inner;
-	struct ethhdr *eth;
-	struct decap d;
-	enum reason r;
-	long rc = -1;
-
-	r = decap_classify(data, data_end, data_end - data, &d);
-	if (r != REASON_NONE) {
-		count_reason(r);
-		return reason_passes(r) ? XDP_PASS : XDP_DROP;
-	}
-	inner = data + ETH_HLEN + d.strip;
-	if ((void *)(inner + 1) > data_end)
-		return XDP_PASS; /* decap_classify has checked it; for the verifier */
-	if (inner->ttl > 1) {
-		fib_forward(&fib, inner, ctx->ingress_ifindex);
-		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	}
-	if (xdp_strip(ctx, &d)) {
-		count_reason(REASON_DECAP_FAILED);
-		return XDP_DROP;
-	}
-	count_rx(d.tunnel_id, 1, d.inner_len);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return XDP_PASS;
-
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	eth = data;
-	inner = (void *)(eth + 1);
-	if ((void *)(inner + 1) > data_end)
-		return XDP_PASS;
-	return xdp_forward(eth, inner, &fib);
-}
-
 /* Fast path, LAN ingress: what the stack plus encap_tc would do to a packet
- * routed into a tunnel, done here and redirected out of the WAN device.
- * TTL <= 1, packets over the tunnel MTU (the stack sends "frag needed" or
- * fragments) and unresolved outer next hops go to the stack, which hands
- * them to encap_tc. */
+ * the FIB routes into a tunnel, done here and redirected out of the WAN
+ * device. Anything else, and TTL <= 1, packets over the tunnel MTU (the
+ * stack sends "frag needed") and unresolved outer next hops, go to the
+ * stack. */
 SEC("xdp")
 int fastpath_lan(struct xdp_md *ctx)
 {
@@ -248,24 +260,30 @@ int fastpath_lan(struct xdp_md *ctx)
 	struct bpf_fib_lookup fib = {};
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1), *inner;
-	struct attachment *a;
 	struct tunnel *t;
-	__u32 id, hlen, zero = 0;
+	__u32 hlen, out;
 	__u16 inner_len;
 	__u8 tos, ttl;
+	long rc;
 
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5)
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
+	    ip->ttl <= 1)
 		return XDP_PASS;
-	t = tunnel_for(ip->daddr, &id);
-	a = bpf_map_lookup_elem(&attachments, &zero);
-	if (!t || !a)
+	/* A tunnel interface has no neighbours to resolve (NOARP): NO_NEIGH
+	 * still names the egress. */
+	fib_forward(&fib, ip, ctx->ingress_ifindex);
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return XDP_PASS;
+	out = fib.ifindex;
+	t = bpf_map_lookup_elem(&tunnels, &out);
+	if (!t)
 		return XDP_PASS;
 	inner_len = bpf_ntohs(ip->tot_len);
-	if (ip->ttl <= 1 || inner_len > t->mtu)
-		return XDP_PASS;
 	hlen = encap_len(t);
 
-	fib_outer(&fib, t, a->ifindex, inner_len + hlen);
+	__builtin_memset(&fib, 0, sizeof(fib));
+	fib_outer(&fib, t, inner_len + hlen);
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS)
 		return XDP_PASS;
 
@@ -284,7 +302,7 @@ int fastpath_lan(struct xdp_md *ctx)
 	eth_set_macs(eth, &fib);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	encap_write(ip, t, tos, ttl, inner_len + hlen);
-	count_tx(id, 1, inner_len);
+	count_tx(t->ifindex, 1, inner_len);
 	return bpf_redirect(fib.ifindex, 0);
 }
 

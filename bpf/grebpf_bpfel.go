@@ -29,10 +29,15 @@ const (
 )
 
 type GrebpfEndpoint struct {
-	_        structs.HostLayout
-	TunnelId uint32
-	Flags    uint32
-	Key      uint32
+	_         structs.HostLayout
+	Ifindex   uint32
+	RxIfindex uint32
+	Flags     uint32
+	Key       uint32
+	Mac       [6]uint8
+	PeerMac   [6]uint8
+	RpFilter  uint8
+	Pad       [3]uint8
 }
 
 type GrebpfEndpointKey struct {
@@ -61,14 +66,9 @@ const (
 	GrebpfReasonREASON_ENCAP_FAILED   GrebpfReason = 14
 	GrebpfReasonREASON_NO_OUTER_ROUTE GrebpfReason = 15
 	GrebpfReasonREASON_OUTER_TOO_BIG  GrebpfReason = 16
-	GrebpfReasonREASON_MAX            GrebpfReason = 17
+	GrebpfReasonREASON_INNER_SOURCE   GrebpfReason = 17
+	GrebpfReasonREASON_MAX            GrebpfReason = 18
 )
-
-type GrebpfRouteKey struct {
-	_         structs.HostLayout
-	Prefixlen uint32
-	Addr      uint32
-}
 
 type GrebpfTcAttach uint32
 
@@ -85,7 +85,11 @@ type GrebpfTunnel struct {
 	Flags         uint32
 	Ttl           uint8
 	Tos           uint8
-	Mtu           uint16
+	RpFilter      uint8
+	Pad           uint8
+	Ifindex       uint32
+	WanIfindex    uint32
+	RxIfindex     uint32
 	OverlayLocal  uint32
 	OverlayRemote uint32
 	WanNexthop    uint32
@@ -107,7 +111,6 @@ const (
 	GrebpfMapAttachments   = "attachments"
 	GrebpfMapEndpoints     = "endpoints"
 	GrebpfMapReasonStats   = "reason_stats"
-	GrebpfMapRoutes        = "routes"
 	GrebpfMapTunnelStats   = "tunnel_stats"
 	GrebpfMapTunnels       = "tunnels"
 	GrebpfProgDecapTc      = "decap_tc"
@@ -175,7 +178,6 @@ type GrebpfMapSpecs struct {
 	Attachments *ebpf.MapSpec `ebpf:"attachments"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	ReasonStats *ebpf.MapSpec `ebpf:"reason_stats"`
-	Routes      *ebpf.MapSpec `ebpf:"routes"`
 	TunnelStats *ebpf.MapSpec `ebpf:"tunnel_stats"`
 	Tunnels     *ebpf.MapSpec `ebpf:"tunnels"`
 }
@@ -209,7 +211,6 @@ type GrebpfMaps struct {
 	Attachments *ebpf.Map `ebpf:"attachments"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	ReasonStats *ebpf.Map `ebpf:"reason_stats"`
-	Routes      *ebpf.Map `ebpf:"routes"`
 	TunnelStats *ebpf.Map `ebpf:"tunnel_stats"`
 	Tunnels     *ebpf.Map `ebpf:"tunnels"`
 }
@@ -219,7 +220,6 @@ func (m *GrebpfMaps) Close() error {
 		m.Attachments,
 		m.Endpoints,
 		m.ReasonStats,
-		m.Routes,
 		m.TunnelStats,
 		m.Tunnels,
 	)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -14,6 +15,7 @@ import (
 	"github.com/grebpf/grebpf/bpf"
 	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/internal/routing"
+	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
 
@@ -38,26 +40,25 @@ const (
 )
 
 // Attach loads and attaches the data plane for router r in the current
-// network namespace (named ns for the pins), fills its maps and the kernel
-// side. Running it again with the same router changes nothing; with a
-// changed router it reconciles tunnels and routes and upgrades programs in
-// place. Bad input is refused before anything changes; a fresh attach that
-// fails half-way is undone.
+// network namespace (named ns for the pins): decap on the WAN device, one
+// interface per tunnel with encap behind it, the maps, the routes. Running
+// it again with the same router changes nothing; with a changed router it
+// reconciles tunnels and routes and upgrades programs in place. A tunnel
+// is known by its name: others coming and going never touch its
+// interface, routes or counters. Bad input is refused before anything
+// changes; a fresh attach that fails half-way is undone.
 func Attach(ns string, r config.Router) (rep Report, err error) {
-	l, plan, err := resolve(ns, r)
+	wan, plan, err := resolve(ns, r)
 	if err != nil {
 		return rep, err
 	}
 	rep.Device = r.Device
-	idx := l.Attrs().Index
-	if err := routing.Check(l, plan.Tunnels, plan.Routes); err != nil {
-		return rep, err
-	}
+	idx := wan.Attrs().Index
 
 	var (
 		prevAtt     maps.Attachment
-		prevTunnels []maps.Tunnel
-		prevRoutes  []maps.Route
+		prevTunnels []tunnel.Tunnel
+		own         []int
 	)
 	fresh := !Attached(ns)
 	if !fresh {
@@ -69,9 +70,6 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 		if err == nil {
 			prevTunnels, err = maps.Tunnels(&d.Maps)
 		}
-		if err == nil {
-			prevRoutes, err = maps.Routes(&d.Maps)
-		}
 		d.Close()
 		if err != nil {
 			return rep, err
@@ -79,6 +77,12 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 		if prevAtt.Ifindex != uint32(idx) {
 			return rep, fmt.Errorf("grebpf is already attached to another device (ifindex %d) in %s: run grebpf detach first", prevAtt.Ifindex, ns)
 		}
+		for _, t := range prevTunnels {
+			own = append(own, int(t.Link.Ifindex), int(t.Link.PeerIfindex))
+		}
+	}
+	if err := routing.Check(wan, plan.Tunnels, plan.Routes, own...); err != nil {
+		return rep, err
 	}
 
 	root, err := PinRoot()
@@ -103,7 +107,7 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 	}()
 
 	rep.DecapL3 = HaveDecapL3(objs.ProbeDecapL3)
-	att, err := chooseAttachment(plan, l, rep.DecapL3)
+	att, err := chooseAttachment(plan, wan, rep.DecapL3)
 	if err != nil {
 		return rep, err
 	}
@@ -117,30 +121,30 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 		att.Tc = prevAtt.Tc
 		att.Flags = prevAtt.Flags
 	}
-
-	// Maps first, then decap, then encap, then the kernel routes that send
-	// traffic our way: each step only starts traffic the previous one can
-	// already handle.
-	changed, err := reconcileMaps(&objs.GrebpfMaps, prevTunnels, prevRoutes, plan)
-	if err != nil {
-		return rep, err
-	}
-	rep.Changed = changed || fresh
-	if err = maps.WriteAttachment(&objs.GrebpfMaps, att); err != nil {
-		return rep, err
-	}
 	if att.Tc == 0 {
 		att.Tc = bpf.GrebpfTcAttachTC_TCX
 		if plan.TC == config.TCClsact {
 			att.Tc = bpf.GrebpfTcAttachTC_CLSACT
 		}
 	}
-	c, err := attachDecap(dir, objs, l, &att, plan.TC)
+	// The record first, so that detach can undo whatever follows.
+	if err = maps.WriteAttachment(&objs.GrebpfMaps, att); err != nil {
+		return rep, err
+	}
+
+	// Decap first (it passes everything until a tunnel's endpoint exists),
+	// then each tunnel: interface, maps, encap; then the routes that send
+	// traffic into the tunnels. Each step only starts traffic the previous
+	// ones can already handle.
+	c, err := attachDecap(dir, objs, wan, &att, plan.TC)
 	if err != nil {
 		return rep, err
 	}
-	rep.Changed = rep.Changed || c
-	c, err = attachEncap(dir, objs.EncapTc, idx, &att, plan.TC)
+	rep.Changed = fresh || c
+	if err = maps.WriteAttachment(&objs.GrebpfMaps, att); err != nil {
+		return rep, err
+	}
+	tunnels, c, err := applyTunnels(dir, objs, wan, &att, plan, prevTunnels)
 	if err != nil {
 		return rep, err
 	}
@@ -151,31 +155,20 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 	}
 	rep.Changed = rep.Changed || c
 	rep.FastPath = plan.FastPath
+	before, err := routing.Ours(tunnels)
+	if err != nil {
+		return rep, err
+	}
+	if err = routing.Routes(tunnels, plan.Routes); err != nil {
+		return rep, err
+	}
+	after, err := routing.Ours(tunnels)
+	if err != nil {
+		return rep, err
+	}
+	rep.Changed = rep.Changed || !sameRoutes(before, after)
 	if err = maps.WriteAttachment(&objs.GrebpfMaps, att); err != nil {
 		return rep, err
-	}
-	applied, err := routing.Apply(l, plan.Tunnels, plan.Routes)
-	if err != nil {
-		return rep, err
-	}
-	inMap, err := maps.Tunnels(&objs.GrebpfMaps)
-	if err != nil {
-		return rep, err
-	}
-	current := map[uint32]maps.Tunnel{}
-	for _, t := range inMap {
-		current[t.ID] = t
-	}
-	for _, t := range applied {
-		c := current[t.ID]
-		t.AddrOwned = t.AddrOwned || c.AddrOwned
-		if equalTunnel(c, t) {
-			continue
-		}
-		rep.Changed = true
-		if err = maps.PutTunnel(&objs.GrebpfMaps, t); err != nil {
-			return rep, err
-		}
 	}
 	rep.Decap = decapName(att.Decap)
 	rep.TC = tcName(att.Tc)
@@ -187,6 +180,103 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 		}
 	}
 	return rep, nil
+}
+
+func sameRoutes(a, b []netlink.Route) bool {
+	key := func(r netlink.Route) string { return fmt.Sprint(r.LinkIndex, r.Dst, r.Src) }
+	ka, kb := make([]string, len(a)), make([]string, len(b))
+	for i := range a {
+		ka[i] = key(a[i])
+	}
+	for i := range b {
+		kb[i] = key(b[i])
+	}
+	slices.Sort(ka)
+	slices.Sort(kb)
+	return slices.Equal(ka, kb)
+}
+
+// applyTunnels makes each planned tunnel's interface, map entries and
+// encap attachment, and takes away tunnels no longer planned. It returns
+// the tunnels as the kernel now has them.
+func applyTunnels(dir string, objs *bpf.GrebpfObjects, wan netlink.Link, att *maps.Attachment, plan config.Plan, prev []tunnel.Tunnel) ([]tunnel.Tunnel, bool, error) {
+	// One netlink socket for the lot: the package-level calls open one per
+	// request, which is most of the cost at 10,000 tunnels.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, false, fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	m := &objs.GrebpfMaps
+	prevByName := map[string]tunnel.Tunnel{}
+	for _, t := range prev {
+		prevByName[t.Name] = t
+	}
+	tunnels, err := routing.KeepResolved(h, wan, plan.Tunnels)
+	if err != nil {
+		return nil, false, err
+	}
+	changed := false
+	encapPins := map[string]bool{}
+	for i, t := range tunnels {
+		if t, err = routing.Interface(h, wan, t); err != nil {
+			return nil, changed, err
+		}
+		tunnels[i] = t
+		p, had := prevByName[t.Name]
+		delete(prevByName, t.Name)
+		if had && p.Link.Ifindex != t.Link.Ifindex {
+			// The interface was made anew (someone deleted it): its old
+			// entries name a device that is gone.
+			if err := maps.DeleteTunnel(m, p); err != nil {
+				return nil, changed, err
+			}
+			had = false
+		}
+		if had && (p.Local != t.Local || p.Remote != t.Remote) {
+			if err := maps.DeleteEndpoint(m, p); err != nil {
+				return nil, changed, err
+			}
+		}
+		if !had || !tunnel.SameConfig(p, t) || p.WANNexthop != t.WANNexthop || p.Link.WANIfindex != t.Link.WANIfindex {
+			changed = true
+			if err := maps.PutTunnel(m, t); err != nil {
+				return nil, changed, err
+			}
+		}
+		pin := encapPin(dir, t.Link.Ifindex)
+		encapPins[pin] = true
+		c, err := attachEncap(pin, objs.EncapTc, int(t.Link.PeerIfindex), att, plan.TC)
+		if err != nil {
+			return nil, changed, fmt.Errorf("tunnel %s: %w", t.Name, err)
+		}
+		changed = changed || c
+	}
+	var gone []tunnel.Tunnel
+	for _, t := range prevByName {
+		gone = append(gone, t)
+	}
+	for _, t := range gone {
+		changed = true
+		if err := maps.DeleteTunnel(m, t); err != nil {
+			return nil, changed, err
+		}
+		if err := routing.DeleteInterface(t.Link.Ifindex); err != nil {
+			return nil, changed, err
+		}
+	}
+	if err := routing.ForgetNexthops(wan.Attrs().Index, gone, tunnels); err != nil {
+		return nil, changed, err
+	}
+	// Encap pins of interfaces that are gone (deleted by hand, or above).
+	pins, _ := filepath.Glob(filepath.Join(dir, pinEncapPrefix+"*"))
+	for _, p := range pins {
+		if !encapPins[p] {
+			changed = true
+			os.Remove(p)
+		}
+	}
+	return tunnels, changed, nil
 }
 
 // resolve finds the WAN device and validates r against its MTU.
@@ -259,90 +349,6 @@ func chooseAttachment(p config.Plan, l netlink.Link, decapL3 bool) (maps.Attachm
 	return att, nil
 }
 
-// reconcileMaps makes the maps hold exactly plan's tunnels and routes.
-func reconcileMaps(m *maps.Maps, prevTunnels []maps.Tunnel, prevRoutes []maps.Route, plan config.Plan) (changed bool, err error) {
-	want := map[uint32]maps.Tunnel{}
-	for _, t := range plan.Tunnels {
-		want[t.ID] = t
-	}
-	prev := map[uint32]maps.Tunnel{}
-	for _, t := range prevTunnels {
-		prev[t.ID] = t
-		w, ok := want[t.ID]
-		if ok && w.Local == t.Local && w.Remote == t.Remote {
-			continue
-		}
-		changed = true
-		if err := maps.DeleteTunnel(m, t); err != nil {
-			return changed, err
-		}
-	}
-	// Tunnels whose overlay moved lose their kernel side now; Apply adds
-	// the new one.
-	var gone []maps.Tunnel
-	for _, t := range prevTunnels {
-		if w, ok := want[t.ID]; !ok || w.OverlayLocal != t.OverlayLocal || w.OverlayRemote != t.OverlayRemote {
-			gone = append(gone, t)
-		}
-	}
-	if len(gone) > 0 {
-		var att maps.Attachment
-		if att, err = maps.ReadAttachment(m); err != nil {
-			return changed, err
-		}
-		if err := routing.Remove(int(att.Ifindex), gone, false); err != nil {
-			return changed, err
-		}
-	}
-	for _, t := range plan.Tunnels {
-		p, ok := prev[t.ID]
-		if ok && p.OverlayLocal == t.OverlayLocal {
-			// What attach learnt last time stays until Apply says otherwise.
-			t.AddrOwned, t.WANNexthop = p.AddrOwned, p.WANNexthop
-		}
-		if ok && equalTunnel(p, t) {
-			continue
-		}
-		changed = true
-		if err := maps.PutTunnel(m, t); err != nil {
-			return changed, err
-		}
-	}
-	wantRoute := map[maps.Route]bool{}
-	for _, r := range plan.Routes {
-		wantRoute[r] = true
-	}
-	for _, r := range prevRoutes {
-		if wantRoute[r] {
-			delete(wantRoute, r)
-			continue
-		}
-		changed = true
-		if err := maps.DeleteRoute(m, r.Prefix); err != nil {
-			return changed, err
-		}
-	}
-	var add []maps.Route
-	for _, r := range plan.Routes {
-		if wantRoute[r] {
-			add = append(add, r)
-		}
-	}
-	if len(add) > 0 {
-		changed = true
-		if err := maps.PutRoutes(m, add); err != nil {
-			return changed, err
-		}
-	}
-	return changed, nil
-}
-
-func equalTunnel(a, b maps.Tunnel) bool {
-	keyEq := (a.Key == nil) == (b.Key == nil) && (a.Key == nil || *a.Key == *b.Key)
-	a.Key, b.Key = nil, nil
-	return keyEq && a == b
-}
-
 // sameProgram says whether the attached program is the one just loaded
 // (same instructions), in which case attach leaves it alone.
 func sameProgram(attachedID ebpf.ProgramID, p *ebpf.Program) bool {
@@ -387,7 +393,11 @@ func attachLink(pin string, prog *ebpf.Program, attach func() (link.Link, error)
 func attachDecap(dir string, objs *bpf.GrebpfObjects, l netlink.Link, att *maps.Attachment, want string) (bool, error) {
 	idx := int(att.Ifindex)
 	if att.Decap == bpf.GrebpfDecapAttachDECAP_TC {
-		return attachTC(dir, pinDecapLink, pinDecapProg, objs.DecapTc, idx, ebpf.AttachTCXIngress, att, want)
+		changed, own, err := attachTC(filepath.Join(dir, pinDecapLink), filepath.Join(dir, pinDecapProg), objs.DecapTc, idx, ebpf.AttachTCXIngress, &att.Tc, want)
+		if own {
+			att.Flags |= maps.AttachClsactOwned
+		}
+		return changed, err
 	}
 	flags := xdpMode(att.Flags)
 	prog := objs.DecapXdp
@@ -406,12 +416,12 @@ func attachDecap(dir string, objs *bpf.GrebpfObjects, l netlink.Link, att *maps.
 	// XDP on a veth receives through NAPI only with GRO on or XDP on the
 	// peer; without it the ring overflows under TCP load.
 	if l.Type() == "veth" && flags == link.XDPDriverMode && att.Flags&maps.AttachGROOwned == 0 {
-		on, err := groEnabled(l.Attrs().Name)
+		on, err := routing.GROEnabled(l.Attrs().Name)
 		if err != nil {
 			return changed, err
 		}
 		if !on {
-			if err := setGRO(l.Attrs().Name, true); err != nil {
+			if err := routing.SetGRO(l.Attrs().Name, true); err != nil {
 				return changed, fmt.Errorf("turn GRO on for XDP on veth %s: %w", l.Attrs().Name, err)
 			}
 			att.Flags |= maps.AttachGROOwned
@@ -464,44 +474,53 @@ func attachFastPath(dir string, prog *ebpf.Program, devs []string, attachFlags u
 	return changed, nil
 }
 
-func attachEncap(dir string, prog *ebpf.Program, idx int, att *maps.Attachment, want string) (bool, error) {
-	return attachTC(dir, pinEncapLink, pinEncapProg, prog, idx, ebpf.AttachTCXEgress, att, want)
+// encapPin names the pinned encap attachment of the tunnel interface
+// ifindex: its tcx link, or under clsact its program.
+func encapPin(dir string, ifindex uint32) string {
+	return filepath.Join(dir, fmt.Sprintf("%s%d", pinEncapPrefix, ifindex))
+}
+
+// attachEncap puts encap on the ingress of a tunnel interface's veth peer,
+// where the packets the kernel routes into the tunnel arrive. The device
+// is grebpf's, so is a clsact qdisc on it.
+func attachEncap(pin string, prog *ebpf.Program, peer int, att *maps.Attachment, want string) (bool, error) {
+	changed, _, err := attachTC(pin, pin, prog, peer, ebpf.AttachTCXIngress, &att.Tc, want)
+	return changed, err
 }
 
 // attachTC attaches with tcx, falling back to clsact + cls_bpf when the
-// kernel has no tcx and the user did not insist on it.
-func attachTC(dir, linkPin, progPin string, prog *ebpf.Program, idx int, hook ebpf.AttachType, att *maps.Attachment, want string) (bool, error) {
-	if att.Tc == bpf.GrebpfTcAttachTC_TCX {
-		changed, err := attachLink(filepath.Join(dir, linkPin), prog, func() (link.Link, error) {
+// kernel has no tcx and the user did not insist on it (*tc says which was
+// used). ownQdisc says that it added the clsact qdisc.
+func attachTC(linkPin, progPin string, prog *ebpf.Program, idx int, hook ebpf.AttachType, tc *bpf.GrebpfTcAttach, want string) (changed, ownQdisc bool, err error) {
+	if *tc == bpf.GrebpfTcAttachTC_TCX {
+		changed, err := attachLink(linkPin, prog, func() (link.Link, error) {
 			return link.AttachTCX(link.TCXOptions{Interface: idx, Program: prog, Attach: hook})
 		})
 		if !errors.Is(err, ebpf.ErrNotSupported) {
 			if err != nil {
-				return false, fmt.Errorf("attach tcx: %w", err)
+				return false, false, fmt.Errorf("attach tcx: %w", err)
 			}
-			return changed, nil
+			return changed, false, nil
 		}
 		if want == config.TCX {
-			return false, errors.New("this kernel has no tcx (Linux 6.6+): use --tc clsact")
+			return false, false, errors.New("this kernel has no tcx (Linux 6.6+): use --tc clsact")
 		}
-		att.Tc = bpf.GrebpfTcAttachTC_CLSACT
+		*tc = bpf.GrebpfTcAttachTC_CLSACT
 	}
-	return attachClsact(filepath.Join(dir, progPin), prog, idx, hook, att)
+	return attachClsact(progPin, prog, idx, hook)
 }
 
 func clsactFilter(idx int, dir ebpf.AttachType) *netlink.BpfFilter {
 	parent := uint32(netlink.HANDLE_MIN_EGRESS)
-	name := "grebpf_encap"
 	if dir == ebpf.AttachTCXIngress {
 		parent = netlink.HANDLE_MIN_INGRESS
-		name = "grebpf_decap"
 	}
 	return &netlink.BpfFilter{
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: idx, Parent: parent, Handle: filterHandle,
 			Priority: filterPrio, Protocol: unix.ETH_P_ALL,
 		},
-		Name: name, DirectAction: true,
+		Name: "grebpf", DirectAction: true,
 	}
 }
 
@@ -522,17 +541,17 @@ func hasClsact(idx int) (bool, error) {
 	return false, nil
 }
 
-func attachClsact(pin string, prog *ebpf.Program, idx int, dir ebpf.AttachType, att *maps.Attachment) (bool, error) {
+func attachClsact(pin string, prog *ebpf.Program, idx int, dir ebpf.AttachType) (changed, ownQdisc bool, err error) {
 	if old, err := ebpf.LoadPinnedProgram(pin, nil); err == nil {
 		oi, err := old.Info()
 		old.Close()
 		if id, ok := oi.ID(); err == nil && ok && sameProgram(id, prog) {
-			return false, nil
+			return false, false, nil
 		}
 	}
 	has, err := hasClsact(idx)
 	if err != nil {
-		return false, fmt.Errorf("list qdiscs: %w", err)
+		return false, false, fmt.Errorf("list qdiscs: %w", err)
 	}
 	if !has {
 		q := &netlink.GenericQdisc{
@@ -540,18 +559,18 @@ func attachClsact(pin string, prog *ebpf.Program, idx int, dir ebpf.AttachType, 
 			QdiscType:  "clsact",
 		}
 		if err := netlink.QdiscAdd(q); err != nil {
-			return false, fmt.Errorf("add clsact qdisc: %w", err)
+			return false, false, fmt.Errorf("add clsact qdisc: %w", err)
 		}
-		att.Flags |= maps.AttachClsactOwned
+		ownQdisc = true
 	}
 	f := clsactFilter(idx, dir)
 	f.Fd = prog.FD()
 	if err := netlink.FilterReplace(f); err != nil {
-		return false, fmt.Errorf("attach cls_bpf filter: %w", err)
+		return false, ownQdisc, fmt.Errorf("attach cls_bpf filter: %w", err)
 	}
 	os.Remove(pin)
 	if err := prog.Pin(pin); err != nil {
-		return false, fmt.Errorf("pin program: %w", err)
+		return false, ownQdisc, fmt.Errorf("pin program: %w", err)
 	}
-	return true, nil
+	return true, ownQdisc, nil
 }

@@ -11,15 +11,17 @@ import (
 
 	"github.com/grebpf/grebpf/bpf"
 	"github.com/grebpf/grebpf/internal/routing"
+	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
 
 // ErrNotAttached is returned by Detach when there is nothing to detach.
 var ErrNotAttached = errors.New("nothing attached")
 
-// Detach removes everything Attach created in ns: kernel routes,
-// neighbours and overlay addresses, programs, links, filters, the clsact
-// qdisc and GRO setting if attach added them, maps and pins.
+// Detach removes everything Attach created in ns: the tunnel interfaces
+// (their addresses and routes go with them), managed neighbours, programs,
+// links, filters, the clsact qdisc and GRO setting on the WAN device if
+// attach added them, maps and pins.
 func Detach(ns string) error {
 	if !Attached(ns) {
 		return fmt.Errorf("%w in network namespace %s", ErrNotAttached, ns)
@@ -34,7 +36,7 @@ func detachDir(dir string) error {
 		errs    []error
 		m       maps.Maps
 		att     maps.Attachment
-		tunnels []maps.Tunnel
+		tunnels []tunnel.Tunnel
 	)
 	if am, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.GrebpfMapAttachments), nil); err == nil {
 		m.Attachments = am
@@ -46,25 +48,23 @@ func detachDir(dir string) error {
 		tunnels, _ = maps.Tunnels(&m)
 		tm.Close()
 	}
+	for _, t := range tunnels {
+		errs = append(errs, routing.DeleteInterface(t.Link.Ifindex))
+	}
 	idx := int(att.Ifindex)
 	dev, devErr := netlink.LinkByIndex(idx)
 	if idx != 0 && devErr == nil {
-		errs = append(errs, routing.Remove(idx, tunnels, true))
-		if att.Tc == bpf.GrebpfTcAttachTC_CLSACT {
-			for _, hook := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-				if hook == ebpf.AttachTCXIngress && att.Decap != bpf.GrebpfDecapAttachDECAP_TC {
-					continue
-				}
-				if err := netlink.FilterDel(clsactFilter(idx, hook)); err != nil && !os.IsNotExist(err) {
-					errs = append(errs, fmt.Errorf("delete cls_bpf filter: %w", err))
-				}
-			}
-			if att.Flags&maps.AttachClsactOwned != 0 {
-				errs = append(errs, removeClsactIfEmpty(dev))
+		errs = append(errs, routing.ForgetNexthops(idx, tunnels, nil))
+		if att.Tc == bpf.GrebpfTcAttachTC_CLSACT && att.Decap == bpf.GrebpfDecapAttachDECAP_TC {
+			if err := netlink.FilterDel(clsactFilter(idx, ebpf.AttachTCXIngress)); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, fmt.Errorf("delete cls_bpf filter: %w", err))
 			}
 		}
+		if att.Flags&maps.AttachClsactOwned != 0 {
+			errs = append(errs, removeClsactIfEmpty(dev))
+		}
 		if att.Flags&maps.AttachGROOwned != 0 {
-			errs = append(errs, setGRO(dev.Attrs().Name, false))
+			errs = append(errs, routing.SetGRO(dev.Attrs().Name, false))
 		}
 	}
 	// Unlinking the pins drops the last reference to links, programs and

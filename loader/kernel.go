@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -14,7 +15,7 @@ import (
 
 	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/internal/routing"
-	"github.com/grebpf/grebpf/maps"
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
 // kernelAlias marks the ip_gre netdevs grebpf made (ip link shows it as
@@ -88,6 +89,7 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 	}()
 	rep = Report{Device: r.Device, Decap: "ip_gre", TC: "none", Changed: true}
 	want := map[string]bool{}
+	var made []tunnel.Tunnel
 	for _, t := range plan.Tunnels {
 		want[t.Name] = true
 		g := &netlink.Gretun{
@@ -117,6 +119,11 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 		if err := netlink.LinkSetAlias(g, kernelAlias); err != nil {
 			return rep, fmt.Errorf("mark %s: %w", t.Name, err)
 		}
+		// The kernel's rp_filter does on ip_gre what decap does in BPF.
+		rpf := map[tunnel.RPFilter]string{tunnel.RPStrict: "1", tunnel.RPLoose: "2", tunnel.RPOff: "0"}[t.RPFilter]
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+t.Name+"/rp_filter", []byte(rpf), 0); err != nil {
+			return rep, fmt.Errorf("set rp_filter of %s: %w", t.Name, err)
+		}
 		addr := &netlink.Addr{IPNet: hostNet(t.OverlayLocal), Peer: hostNet(t.OverlayRemote)}
 		if err := netlink.AddrAdd(g, addr); err != nil {
 			return rep, fmt.Errorf("add %s peer %s to %s: %w", t.OverlayLocal, t.OverlayRemote, t.Name, err)
@@ -124,16 +131,11 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 		if err := netlink.LinkSetUp(g); err != nil {
 			return rep, fmt.Errorf("set %s up: %w", t.Name, err)
 		}
-		for _, rt := range plan.Routes {
-			if rt.TunnelID != t.ID || rt.Prefix == netip.PrefixFrom(t.OverlayRemote, 32) {
-				continue // the peer address already routes the overlay /32
-			}
-			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: g.Attrs().Index,
-				Dst: &net.IPNet{IP: rt.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(rt.Prefix.Bits(), 32)},
-				Src: t.OverlayLocal.AsSlice(), Protocol: routing.Proto}); err != nil {
-				return rep, fmt.Errorf("add route %s: %w", rt.Prefix, err)
-			}
-		}
+		t.Link.Ifindex = uint32(g.Attrs().Index)
+		made = append(made, t)
+	}
+	if err := routing.Routes(made, plan.Routes); err != nil {
+		return rep, err
 	}
 	for _, old := range existing {
 		if !want[old.Attrs().Name] {
@@ -172,8 +174,9 @@ func KernelState(ns string) (State, error) {
 	if err != nil {
 		return s, err
 	}
-	for i, g := range ls {
-		t := maps.Tunnel{ID: uint32(i + 1), Name: g.Attrs().Name, TTL: g.Ttl, MTU: uint16(g.Attrs().MTU)}
+	for _, g := range ls {
+		t := tunnel.Tunnel{Name: g.Attrs().Name, TTL: g.Ttl, MTU: uint16(g.Attrs().MTU),
+			Link: tunnel.Link{Ifindex: uint32(g.Attrs().Index), WANIfindex: g.Link}}
 		t.Local, _ = netip.AddrFromSlice(g.Local.To4())
 		t.Remote, _ = netip.AddrFromSlice(g.Remote.To4())
 		t.TOSInherit = g.Tos&1 != 0
@@ -189,24 +192,22 @@ func KernelState(ns string) (State, error) {
 			t.OverlayLocal, _ = netip.AddrFromSlice(addrs[0].IP.To4())
 			if addrs[0].Peer != nil {
 				t.OverlayRemote, _ = netip.AddrFromSlice(addrs[0].Peer.IP.To4())
-				s.Routes = append(s.Routes, maps.Route{Prefix: netip.PrefixFrom(t.OverlayRemote, 32), TunnelID: t.ID})
 			}
 		}
-		rs, _ := netlink.RouteList(g, unix.AF_INET)
-		for _, r := range rs {
-			if r.Protocol != routing.Proto || r.Dst == nil {
-				continue
-			}
-			a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
-			ones, _ := r.Dst.Mask.Size()
-			s.Routes = append(s.Routes, maps.Route{Prefix: netip.PrefixFrom(a, ones), TunnelID: t.ID})
+		if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + t.Name + "/rp_filter"); err == nil {
+			t.RPFilter = map[string]tunnel.RPFilter{"0": tunnel.RPOff, "1": tunnel.RPStrict, "2": tunnel.RPLoose}[strings.TrimSpace(string(b))]
 		}
 		st := g.Attrs().Statistics
-		var c maps.Counters
+		var c tunnel.Counters
 		if st != nil {
-			c = maps.Counters{RxPackets: st.RxPackets, RxBytes: st.RxBytes, TxPackets: st.TxPackets, TxBytes: st.TxBytes}
+			c = tunnel.Counters{RxPackets: st.RxPackets, RxBytes: st.RxBytes, TxPackets: st.TxPackets, TxBytes: st.TxBytes}
 		}
 		s.Tunnels = append(s.Tunnels, TunnelState{t, c})
+	}
+	var err2 error
+	s.Routes, err2 = routesThrough(s.Tunnels)
+	if err2 != nil {
+		return s, err2
 	}
 	return s, nil
 }

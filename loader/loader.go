@@ -20,9 +20,10 @@ import (
 // under their own names).
 const (
 	pinDecapLink = "decap_link" // XDP or tcx link
-	pinEncapLink = "encap_link" // tcx link
 	pinDecapProg = "decap_prog" // clsact: cls_bpf holds the program, the pin names it
-	pinEncapProg = "encap_prog"
+	// encap_<ifindex>: encap's tcx link (or, under clsact, its program) on
+	// the tunnel interface ifindex.
+	pinEncapPrefix = "encap_"
 	// fastpath_lan_<ifindex>: the XDP link of the LAN fast path on a device.
 	pinFastPathPrefix = "fastpath_lan_"
 )
@@ -54,7 +55,6 @@ func Open(ns string) (*Dataplane, error) {
 	d := &Dataplane{Dir: dir}
 	for name, dst := range map[string]**ebpf.Map{
 		bpf.GrebpfMapTunnels:     &d.Maps.Tunnels,
-		bpf.GrebpfMapRoutes:      &d.Maps.Routes,
 		bpf.GrebpfMapEndpoints:   &d.Maps.Endpoints,
 		bpf.GrebpfMapTunnelStats: &d.Maps.TunnelStats,
 		bpf.GrebpfMapReasonStats: &d.Maps.ReasonStats,

@@ -2,20 +2,23 @@ package loader
 
 import (
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/grebpf/grebpf/internal/config"
+	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
 
 // TunnelState is a tunnel with its counters.
 type TunnelState struct {
-	maps.Tunnel
-	maps.Counters
+	tunnel.Tunnel
+	tunnel.Counters
 }
 
 // State is everything show and stats report about a data plane.
@@ -26,7 +29,7 @@ type State struct {
 	Device     string
 	Attachment maps.Attachment
 	Tunnels    []TunnelState
-	Routes     []maps.Route
+	Routes     []tunnel.Route // every IPv4 route through a tunnel interface, whoever added it
 	Reasons    []uint64 // indexed by maps.Reason
 	FastPath   []string // LAN devices with the XDP fast path
 }
@@ -52,13 +55,16 @@ func ReadState(ns string) (State, error) {
 		return s, err
 	}
 	for _, t := range ts {
-		c, err := maps.TunnelCounters(&d.Maps, t.ID)
+		c, err := maps.TunnelCounters(&d.Maps, t.Link.Ifindex)
 		if err != nil {
 			return s, err
 		}
+		if l, err := netlink.LinkByIndex(int(t.Link.Ifindex)); err == nil {
+			t.MTU = uint16(l.Attrs().MTU)
+		}
 		s.Tunnels = append(s.Tunnels, TunnelState{t, c})
 	}
-	if s.Routes, err = maps.Routes(&d.Maps); err != nil {
+	if s.Routes, err = routesThrough(s.Tunnels); err != nil {
 		return s, err
 	}
 	pins, _ := filepath.Glob(filepath.Join(d.Dir, pinFastPathPrefix+"*"))
@@ -77,3 +83,31 @@ func ReadState(ns string) (State, error) {
 // DecapName and TCName name the attach points recorded in an attachment.
 func (s State) DecapName() string { return decapName(s.Attachment.Decap) }
 func (s State) TCName() string    { return tcName(s.Attachment.Tc) }
+
+// routesThrough lists the main table's IPv4 routes whose device is one of
+// the tunnels' interfaces.
+func routesThrough(ts []TunnelState) ([]tunnel.Route, error) {
+	names := map[int]string{}
+	for _, t := range ts {
+		names[int(t.Link.Ifindex)] = t.Name
+	}
+	rs, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	var out []tunnel.Route
+	for _, r := range rs {
+		name, ok := names[r.LinkIndex]
+		if !ok {
+			continue
+		}
+		p := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		if r.Dst != nil {
+			a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
+			ones, _ := r.Dst.Mask.Size()
+			p = netip.PrefixFrom(a, ones)
+		}
+		out = append(out, tunnel.Route{Prefix: p, Tunnel: name})
+	}
+	return out, nil
+}

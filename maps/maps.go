@@ -1,5 +1,5 @@
 // Package maps gives the control plane typed access to the data plane's
-// maps: tunnels, routes, decap endpoints, counters and the attachment record.
+// maps: tunnels, decap endpoints, counters and the attachment record.
 package maps
 
 import (
@@ -7,59 +7,24 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/grebpf/grebpf/bpf"
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
 // Maps is the set of maps one data plane shares between its programs.
 type Maps = bpf.GrebpfMaps
 
-// Tunnel is one GRE tunnel as the data plane and the control plane see it.
-type Tunnel struct {
-	ID     uint32
-	Name   string
-	Local  netip.Addr
-	Remote netip.Addr
-	// Key is the GRE key (RFC 2890); nil means no key is sent or accepted.
-	Key *uint32
-	// TTL of the outer header; 0 copies the inner TTL like ip_gre's "ttl inherit".
-	TTL uint8
-	// TOSInherit copies the inner DSCP; otherwise TOS is the fixed outer DSCP.
-	// ECN always follows the inner header, as ip_gre does.
-	TOSInherit bool
-	TOS        uint8
-	// MTU of the routes through the tunnel: WAN MTU minus the GRE overhead.
-	MTU           uint16
-	OverlayLocal  netip.Addr
-	OverlayRemote netip.Addr
-	// AddrOwned records that attach added OverlayLocal, so detach removes it.
-	AddrOwned bool
-	// WANNexthop is the outer next hop attach keeps resolved with a managed
-	// neighbour entry; zero until attach has set it.
-	WANNexthop netip.Addr
-}
-
-// Counters are a tunnel's traffic, summed over CPUs. Bytes are inner bytes.
-type Counters struct {
-	RxPackets uint64 `json:"rx_packets"`
-	RxBytes   uint64 `json:"rx_bytes"`
-	TxPackets uint64 `json:"tx_packets"`
-	TxBytes   uint64 `json:"tx_bytes"`
-}
-
-// Overhead is the outer IPv4 + GRE header size for a tunnel.
-func (t Tunnel) Overhead() int {
-	if t.Key != nil {
-		return 20 + 8
-	}
-	return 20 + 4
-}
-
 // be32 holds an IPv4 address in network order inside a host-order uint32,
 // which is how the C structs carry __be32 fields.
 func be32(a netip.Addr) uint32 {
+	if !a.IsValid() {
+		return 0
+	}
 	b := a.As4()
 	return binary.NativeEndian.Uint32(b[:])
 }
@@ -82,18 +47,19 @@ func keyHost(v uint32) uint32 {
 	return binary.BigEndian.Uint32(b[:])
 }
 
-func (t Tunnel) value() bpf.GrebpfTunnel {
+func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 	v := bpf.GrebpfTunnel{
 		Local:         be32(t.Local),
 		Remote:        be32(t.Remote),
 		Ttl:           t.TTL,
 		Tos:           t.TOS,
-		Mtu:           t.MTU,
+		RpFilter:      uint8(t.RPFilter),
+		Ifindex:       t.Link.Ifindex,
+		WanIfindex:    t.Link.WANIfindex,
+		RxIfindex:     t.Link.PeerIfindex,
 		OverlayLocal:  be32(t.OverlayLocal),
 		OverlayRemote: be32(t.OverlayRemote),
-	}
-	if t.WANNexthop.IsValid() {
-		v.WanNexthop = be32(t.WANNexthop)
+		WanNexthop:    be32(t.WANNexthop),
 	}
 	if t.Key != nil {
 		v.Flags |= FlagKey
@@ -102,16 +68,13 @@ func (t Tunnel) value() bpf.GrebpfTunnel {
 	if t.TOSInherit {
 		v.Flags |= FlagTOSInherit
 	}
-	if t.AddrOwned {
-		v.Flags |= FlagAddrOwned
-	}
 	for i := 0; i < len(t.Name) && i < len(v.Name)-1; i++ {
 		v.Name[i] = int8(t.Name[i])
 	}
 	return v
 }
 
-func tunnelFrom(id uint32, v bpf.GrebpfTunnel) Tunnel {
+func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 	name := make([]byte, 0, len(v.Name))
 	for _, c := range v.Name {
 		if c == 0 {
@@ -119,18 +82,17 @@ func tunnelFrom(id uint32, v bpf.GrebpfTunnel) Tunnel {
 		}
 		name = append(name, byte(c))
 	}
-	t := Tunnel{
-		ID:            id,
+	t := tunnel.Tunnel{
 		Name:          string(name),
 		Local:         addrOf(v.Local),
 		Remote:        addrOf(v.Remote),
 		TTL:           v.Ttl,
 		TOS:           v.Tos,
-		MTU:           v.Mtu,
+		RPFilter:      tunnel.RPFilter(v.RpFilter),
 		TOSInherit:    v.Flags&FlagTOSInherit != 0,
-		AddrOwned:     v.Flags&FlagAddrOwned != 0,
 		OverlayLocal:  addrOf(v.OverlayLocal),
 		OverlayRemote: addrOf(v.OverlayRemote),
+		Link:          tunnel.Link{Ifindex: v.Ifindex, PeerIfindex: v.RxIfindex, WANIfindex: v.WanIfindex},
 	}
 	if v.WanNexthop != 0 {
 		t.WANNexthop = addrOf(v.WanNexthop)
@@ -146,20 +108,29 @@ func tunnelFrom(id uint32, v bpf.GrebpfTunnel) Tunnel {
 const (
 	FlagKey        = 1 << 0
 	FlagTOSInherit = 1 << 1
-	FlagAddrOwned  = 1 << 2
 )
 
-// PutTunnel writes a tunnel and the decap endpoint that accepts its packets.
-func PutTunnel(m *Maps, t Tunnel) error {
-	if t.ID == 0 || t.ID >= m.Tunnels.MaxEntries() {
-		return fmt.Errorf("tunnel id %d out of range 1..%d", t.ID, m.Tunnels.MaxEntries()-1)
+// PutTunnel writes a tunnel under both of its devices, the decap endpoint
+// that accepts its packets, and its counters if it has none yet (a tunnel
+// rewritten in place keeps them).
+func PutTunnel(m *Maps, t tunnel.Tunnel) error {
+	if t.Link.Ifindex == 0 || t.Link.PeerIfindex == 0 {
+		return fmt.Errorf("tunnel %s has no interface yet", t.Name)
 	}
-	v := t.value()
+	v := value(t)
 	ek := bpf.GrebpfEndpointKey{Local: v.Local, Remote: v.Remote}
-	ep := bpf.GrebpfEndpoint{TunnelId: t.ID, Flags: v.Flags & FlagKey, Key: v.Key}
-	// Tunnel first: decap may count against the id as soon as the endpoint exists.
-	if err := m.Tunnels.Put(t.ID, v); err != nil {
-		return fmt.Errorf("write tunnel %s: %w", t.Name, err)
+	ep := bpf.GrebpfEndpoint{Ifindex: v.Ifindex, RxIfindex: v.RxIfindex, Flags: v.Flags & FlagKey,
+		Key: v.Key, Mac: t.Link.MAC, PeerMac: t.Link.PeerMAC, RpFilter: v.RpFilter}
+	zero := make([]bpf.GrebpfTunnelCounters, ebpf.MustPossibleCPU())
+	err := m.TunnelStats.Update(t.Link.Ifindex, zero, ebpf.UpdateNoExist)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("create counters of tunnel %s: %w", t.Name, err)
+	}
+	// Tunnel first: decap counts and redirects as soon as the endpoint exists.
+	for _, dev := range []uint32{t.Link.Ifindex, t.Link.PeerIfindex} {
+		if err := m.Tunnels.Put(dev, v); err != nil {
+			return fmt.Errorf("write tunnel %s: %w", t.Name, err)
+		}
 	}
 	if err := m.Endpoints.Put(ek, ep); err != nil {
 		return fmt.Errorf("write endpoint of tunnel %s: %w", t.Name, err)
@@ -167,135 +138,60 @@ func PutTunnel(m *Maps, t Tunnel) error {
 	return nil
 }
 
-// DeleteTunnel removes a tunnel, its endpoint and its counters.
-func DeleteTunnel(m *Maps, t Tunnel) error {
+// DeleteEndpoint stops decap accepting t's packets, if the endpoint is
+// still t's.
+func DeleteEndpoint(m *Maps, t tunnel.Tunnel) error {
 	ek := bpf.GrebpfEndpointKey{Local: be32(t.Local), Remote: be32(t.Remote)}
 	var ep bpf.GrebpfEndpoint
-	if err := m.Endpoints.Lookup(ek, &ep); err == nil && ep.TunnelId == t.ID {
-		if err := m.Endpoints.Delete(ek); err != nil {
+	if err := m.Endpoints.Lookup(ek, &ep); err == nil && ep.Ifindex == t.Link.Ifindex {
+		if err := m.Endpoints.Delete(ek); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete endpoint of tunnel %s: %w", t.Name, err)
 		}
 	}
-	if err := m.Tunnels.Put(t.ID, bpf.GrebpfTunnel{}); err != nil {
-		return fmt.Errorf("delete tunnel %s: %w", t.Name, err)
-	}
-	zero := make([]bpf.GrebpfTunnelCounters, ebpf.MustPossibleCPU())
-	return m.TunnelStats.Put(t.ID, zero)
+	return nil
 }
 
-// Tunnels lists the configured tunnels (array slots with a remote set).
-func Tunnels(m *Maps) ([]Tunnel, error) {
+// DeleteTunnel removes a tunnel, its endpoint and its counters; pieces
+// already gone are fine.
+func DeleteTunnel(m *Maps, t tunnel.Tunnel) error {
+	if err := DeleteEndpoint(m, t); err != nil {
+		return err
+	}
+	for _, del := range []struct {
+		m   *ebpf.Map
+		key uint32
+	}{{m.Tunnels, t.Link.Ifindex}, {m.Tunnels, t.Link.PeerIfindex}, {m.TunnelStats, t.Link.Ifindex}} {
+		if err := del.m.Delete(del.key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete tunnel %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// Tunnels lists the configured tunnels, each once (under its interface).
+func Tunnels(m *Maps) ([]tunnel.Tunnel, error) {
 	var (
-		out []Tunnel
-		id  uint32
+		out []tunnel.Tunnel
+		dev uint32
 		v   bpf.GrebpfTunnel
 	)
 	it := m.Tunnels.Iterate()
-	for it.Next(&id, &v) {
-		if v.Remote != 0 {
-			out = append(out, tunnelFrom(id, v))
+	for it.Next(&dev, &v) {
+		if dev == v.Ifindex {
+			out = append(out, tunnelFrom(v))
 		}
 	}
-	return out, it.Err()
-}
-
-// Route maps an inner destination prefix to a tunnel.
-type Route struct {
-	Prefix   netip.Prefix
-	TunnelID uint32
-}
-
-func routeKey(p netip.Prefix) bpf.GrebpfRouteKey {
-	return bpf.GrebpfRouteKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Masked().Addr())}
-}
-
-// PutRoute sends packets for prefix into tunnel id.
-func PutRoute(m *Maps, p netip.Prefix, id uint32) error {
-	return PutRoutes(m, []Route{{Prefix: p, TunnelID: id}})
-}
-
-// PutRoutes writes routes with batch updates, one syscall per few
-// thousand routes instead of one each (100,000 routes: 450 ms → see
-// README), or one by one where the kernel has no batch ops on LPM tries.
-func PutRoutes(m *Maps, routes []Route) error {
-	keys := make([]bpf.GrebpfRouteKey, len(routes))
-	ids := make([]uint32, len(routes))
-	for i, r := range routes {
-		keys[i], ids[i] = routeKey(r.Prefix), r.TunnelID
-	}
-	const chunk = 4096
-	for len(keys) > 0 {
-		n := min(chunk, len(keys))
-		_, err := m.Routes.BatchUpdate(keys[:n], ids[:n], nil)
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			for i := range n {
-				if err = m.Routes.Put(keys[i], ids[i]); err != nil {
-					break
-				}
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("write routes: %w", err)
-		}
-		keys, ids = keys[n:], ids[n:]
-	}
-	return nil
-}
-
-// DeleteRoute removes a prefix; a missing one is not an error.
-func DeleteRoute(m *Maps, p netip.Prefix) error {
-	err := m.Routes.Delete(routeKey(p))
-	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete route %s: %w", p, err)
-	}
-	return nil
-}
-
-// Routes lists the route map: in batches where the kernel can, else one
-// key at a time.
-func Routes(m *Maps) ([]Route, error) {
-	var (
-		out    []Route
-		cursor ebpf.MapBatchCursor
-		keys   = make([]bpf.GrebpfRouteKey, 4096)
-		ids    = make([]uint32, 4096)
-	)
-	add := func(k bpf.GrebpfRouteKey, id uint32) {
-		out = append(out, Route{Prefix: netip.PrefixFrom(addrOf(k.Addr), int(k.Prefixlen)), TunnelID: id})
-	}
-	for {
-		n, err := m.Routes.BatchLookup(&cursor, keys, ids, nil)
-		for i := range n {
-			add(keys[i], ids[i])
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return out, nil
-		}
-		if errors.Is(err, ebpf.ErrNotSupported) && len(out) == 0 {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read routes: %w", err)
-		}
-	}
-	var (
-		k  bpf.GrebpfRouteKey
-		id uint32
-	)
-	it := m.Routes.Iterate()
-	for it.Next(&k, &id) {
-		add(k, id)
-	}
+	slices.SortFunc(out, func(a, b tunnel.Tunnel) int { return strings.Compare(a.Name, b.Name) })
 	return out, it.Err()
 }
 
 // TunnelCounters sums one tunnel's per-CPU counters.
-func TunnelCounters(m *Maps, id uint32) (Counters, error) {
+func TunnelCounters(m *Maps, ifindex uint32) (tunnel.Counters, error) {
 	var per []bpf.GrebpfTunnelCounters
-	if err := m.TunnelStats.Lookup(id, &per); err != nil {
-		return Counters{}, fmt.Errorf("read counters of tunnel %d: %w", id, err)
+	if err := m.TunnelStats.Lookup(ifindex, &per); err != nil {
+		return tunnel.Counters{}, fmt.Errorf("read counters of tunnel ifindex %d: %w", ifindex, err)
 	}
-	var c Counters
+	var c tunnel.Counters
 	for _, p := range per {
 		c.RxPackets += p.RxPackets
 		c.RxBytes += p.RxBytes

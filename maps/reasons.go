@@ -28,6 +28,7 @@ var reasonInfo = [...]struct {
 	bpf.GrebpfReasonREASON_ENCAP_FAILED:   {"encap-failed", true},
 	bpf.GrebpfReasonREASON_NO_OUTER_ROUTE: {"no-outer-route", true},
 	bpf.GrebpfReasonREASON_OUTER_TOO_BIG:  {"outer-too-big", true},
+	bpf.GrebpfReasonREASON_INNER_SOURCE:   {"inner-source", true},
 }
 
 // ReasonName is the name stats print for r.

@@ -15,23 +15,6 @@
 #define INET_ECN_ECT_0 2
 #define INET_ECN_CE 3
 
-/* The tunnel the route map sends daddr into. NULL with *id 0: no route
- * matches (not ours); NULL with *id set: the route names a tunnel that is
- * not configured. */
-static __always_inline struct tunnel *tunnel_for(__be32 daddr, __u32 *id)
-{
-	struct route_key rk = { .prefixlen = 32, .addr = daddr };
-	__u32 *idp = bpf_map_lookup_elem(&routes, &rk);
-	struct tunnel *t;
-
-	*id = 0;
-	if (!idp)
-		return NULL;
-	*id = *idp;
-	t = bpf_map_lookup_elem(&tunnels, id);
-	return t && t->remote ? t : NULL;
-}
-
 static __always_inline __u32 encap_len(const struct tunnel *t)
 {
 	return sizeof(struct iphdr) +

@@ -6,7 +6,6 @@
 #include <linux/types.h>
 
 #define MAX_TUNNELS 16384
-#define MAX_ROUTES 131072
 #define TUNNEL_NAME_LEN 16
 
 /* GRE header bits (RFC 2784 / RFC 2890), host order of the first 16 bits. */
@@ -22,12 +21,25 @@
 enum tunnel_flag {
 	TUNNEL_F_KEY = 1 << 0,         /* send and require the GRE key */
 	TUNNEL_F_TOS_INHERIT = 1 << 1, /* outer DSCP from the inner header */
-	TUNNEL_F_ADDR_OWNED = 1 << 2,  /* control plane added the overlay address */
 };
 
-/* tunnels map value, indexed by tunnel id (0 is never used). The fields
- * after tos are read only by the control plane: they are what attach put in
- * the kernel and what detach must take out again. */
+/* Inner source check on decap (rp_filter semantics, against the FIB).
+ * Numbering is ABI, mirrored by the control plane's RPFilter. */
+enum rp_filter {
+	RP_STRICT = 0, /* the route back to the source leaves through this tunnel */
+	RP_LOOSE = 1,  /* some unicast route back to the source exists */
+	RP_OFF = 2,
+};
+
+/* A tunnel is an interface: a veth pair whose first end (ifindex, "gre1")
+ * holds the overlay address and carries the routes, and whose second end
+ * (rx_ifindex, "gre1p") is where encap sees what the kernel routed into the
+ * tunnel and where decap hands packets back. A tunnel is known by its
+ * interface's ifindex: it names the tunnel in every map. */
+
+/* tunnels map value, keyed by the ifindex of each device whose packets are
+ * the tunnel's inner traffic (the interface and its veth peer). The fields
+ * after wan_ifindex are read only by the control plane. */
 struct tunnel {
 	__be32 local;  /* outer source */
 	__be32 remote; /* outer destination */
@@ -35,17 +47,15 @@ struct tunnel {
 	__u32 flags;
 	__u8 ttl; /* 0 inherits the inner TTL, as ip_gre does */
 	__u8 tos; /* fixed outer DSCP when not TUNNEL_F_TOS_INHERIT */
-	__u16 mtu;
+	__u8 rp_filter;
+	__u8 pad;
+	__u32 ifindex;     /* the tunnel interface: counters are kept under it */
+	__u32 wan_ifindex; /* outer packets leave here, never through a tunnel */
+	__u32 rx_ifindex;
 	__be32 overlay_local;
 	__be32 overlay_remote;
 	__be32 wan_nexthop; /* outer next hop kept resolved (managed neighbour) */
 	char name[TUNNEL_NAME_LEN];
-};
-
-/* routes map: LPM trie from inner destination prefix to tunnel id. */
-struct route_key {
-	__u32 prefixlen;
-	__be32 addr;
 };
 
 /* endpoints map: what decap accepts, keyed by the outer addresses as they
@@ -55,13 +65,19 @@ struct endpoint_key {
 	__be32 remote;
 };
 
+/* Everything decap needs, so that it makes one map lookup. */
 struct endpoint {
-	__u32 tunnel_id;
-	__u32 flags; /* TUNNEL_F_KEY: packets must carry key */
+	__u32 ifindex;    /* the tunnel interface */
+	__u32 rx_ifindex; /* its veth peer: decap transmits there */
+	__u32 flags;      /* TUNNEL_F_KEY: packets must carry key */
 	__be32 key;
+	__u8 mac[6];      /* the interface's MAC: decapsulated frames go to it */
+	__u8 peer_mac[6]; /* and come from its peer's */
+	__u8 rp_filter;
+	__u8 pad[3];
 };
 
-/* tunnel_stats map value, per CPU, indexed by tunnel id. Bytes are inner
+/* tunnel_stats map value, per CPU, keyed by the tunnel's ifindex. Bytes are inner
  * IPv4 bytes, as an ip_gre netdev counts them. */
 struct tunnel_counters {
 	__u64 rx_packets;
@@ -86,10 +102,11 @@ enum reason {
 	REASON_KEY_MISMATCH,   /* drop: key missing, unexpected or wrong */
 	REASON_UNKNOWN_INNER,  /* drop: inner protocol is not IPv4 */
 	REASON_DECAP_FAILED,   /* drop: the kernel refused to strip headers */
-	REASON_NO_TUNNEL,      /* drop: route points at an unconfigured tunnel */
+	REASON_NO_TUNNEL,      /* drop: a tunnel device with no tunnel configured */
 	REASON_ENCAP_FAILED,   /* drop: the kernel refused to grow headroom */
 	REASON_NO_OUTER_ROUTE, /* drop: no route to the tunnel's remote */
 	REASON_OUTER_TOO_BIG,  /* drop: encapsulated packet exceeds the WAN MTU */
+	REASON_INNER_SOURCE,   /* drop: inner source not routed back through its tunnel */
 	REASON_MAX,
 };
 

@@ -6,20 +6,13 @@
 #include <bpf/bpf_helpers.h>
 #include "grebpf.h"
 
+/* Two entries a tunnel: its interface and the interface's veth peer. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_TUNNELS);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * MAX_TUNNELS);
 	__type(key, __u32);
 	__type(value, struct tunnel);
 } tunnels SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, MAX_ROUTES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct route_key);
-	__type(value, __u32);
-} routes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -29,7 +22,7 @@ struct {
 } endpoints SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, MAX_TUNNELS);
 	__type(key, __u32);
 	__type(value, struct tunnel_counters);

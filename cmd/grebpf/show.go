@@ -12,7 +12,7 @@ import (
 
 type showTunnel struct {
 	Name    string  `json:"name"`
-	ID      uint32  `json:"id"`
+	Ifindex uint32  `json:"ifindex"`
 	Local   string  `json:"local"`
 	Remote  string  `json:"remote"`
 	Key     *uint32 `json:"key"`
@@ -21,6 +21,8 @@ type showTunnel struct {
 	Overlay string  `json:"overlay"`
 	Peer    string  `json:"peer"`
 	MTU     uint16  `json:"mtu"`
+	// RPFilter is the inner source check on what the tunnel receives.
+	RPFilter string `json:"rp_filter"`
 }
 
 type showRoute struct {
@@ -70,9 +72,7 @@ func runShow(g *globals, args []string) error {
 			out.XDPMode = "generic"
 		}
 	}
-	names := map[uint32]string{}
 	for _, t := range st.Tunnels {
-		names[t.ID] = t.Name
 		ttl, tos := fmt.Sprint(t.TTL), fmt.Sprint(t.TOS)
 		if t.TTL == 0 {
 			ttl = "inherit"
@@ -80,11 +80,11 @@ func runShow(g *globals, args []string) error {
 		if t.TOSInherit {
 			tos = "inherit"
 		}
-		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.ID, t.Local.String(), t.Remote.String(), t.Key,
-			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU})
+		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), t.Key,
+			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String()})
 	}
 	for _, r := range st.Routes {
-		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), names[r.TunnelID]})
+		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), r.Tunnel})
 	}
 	if *asJSON {
 		return g.printJSON(out)
@@ -102,7 +102,7 @@ func runShow(g *globals, args []string) error {
 	if out.Mode == config.ModeKernel {
 		fmt.Fprintf(g.out, "ip_gre netdevs named after the tunnels\n\n")
 	} else {
-		fmt.Fprintf(g.out, "decap %s  encap tc egress  tc attach %s\n", decap, out.TC)
+		fmt.Fprintf(g.out, "decap %s  encap on each tunnel interface's veth peer  tc attach %s\n", decap, out.TC)
 		if len(out.FastPath) > 0 {
 			fmt.Fprintf(g.out, "XDP fast path on %s (WAN forwards after decap)\n", strings.Join(out.FastPath, ", "))
 		}
@@ -110,13 +110,13 @@ func runShow(g *globals, args []string) error {
 		fmt.Fprintf(g.out, "pins %s\n\n", out.Pins)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU")
+	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU\tRP-FILTER")
 	for _, t := range out.Tunnels {
 		key := "none"
 		if t.Key != nil {
 			key = fmt.Sprint(*t.Key)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, t.Overlay, t.Peer, t.MTU)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, t.Overlay, t.Peer, t.MTU, t.RPFilter)
 	}
 	w.Flush()
 	fmt.Fprintln(g.out)

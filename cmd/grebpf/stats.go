@@ -5,15 +5,16 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
 
 type statsTunnel struct {
-	Name   string `json:"name"`
-	ID     uint32 `json:"id"`
-	Local  string `json:"local"`
-	Remote string `json:"remote"`
-	maps.Counters
+	Name    string `json:"name"`
+	Ifindex uint32 `json:"ifindex"`
+	Local   string `json:"local"`
+	Remote  string `json:"remote"`
+	tunnel.Counters
 }
 
 type statsReason struct {
@@ -48,7 +49,7 @@ func runStats(g *globals, args []string) error {
 		if *only != "" && t.Name != *only {
 			continue
 		}
-		out.Tunnels = append(out.Tunnels, statsTunnel{t.Name, t.ID, t.Local.String(), t.Remote.String(), t.Counters})
+		out.Tunnels = append(out.Tunnels, statsTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), t.Counters})
 	}
 	if *only != "" && len(out.Tunnels) == 0 {
 		return fmt.Errorf("no tunnel named %q in %s: have %s", *only, ns, strings.Join(names, ", "))

@@ -13,7 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/grebpf/grebpf/maps"
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
 // Modes: the BPF data plane, or the kernel's ip_gre as fallback and yardstick.
@@ -72,6 +72,9 @@ type Tunnel struct {
 	Overlay string   `yaml:"overlay"`
 	Peer    string   `yaml:"peer"`
 	Routes  []string `yaml:"routes"`
+	// RPFilter checks decapsulated packets' sources: strict (the default),
+	// loose or off.
+	RPFilter string `yaml:"rp_filter"`
 }
 
 // Load reads a YAML router description.
@@ -97,8 +100,8 @@ type Plan struct {
 	XDPGeneric bool
 	TC         string
 	FastPath   []string
-	Tunnels    []maps.Tunnel
-	Routes     []maps.Route
+	Tunnels    []tunnel.Tunnel
+	Routes     []tunnel.Route
 }
 
 // Validate checks r and turns it into a Plan. wanMTU sizes the route MTU.
@@ -150,7 +153,7 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 	names := map[string]bool{}
 	endpoints := map[[2]netip.Addr]string{}
 	for i, t := range r.Tunnels {
-		mt, routes, err := t.plan(uint32(i+1), wanMTU)
+		mt, routes, err := t.plan(i+1, wanMTU)
 		if err != nil {
 			return p, err
 		}
@@ -180,13 +183,17 @@ func parseAddr(field, name, s string) (netip.Addr, error) {
 	return a, nil
 }
 
-func (t Tunnel) plan(id uint32, wanMTU int) (maps.Tunnel, []maps.Route, error) {
-	mt := maps.Tunnel{ID: id, Name: t.Name, TTL: DefaultTTL, TOSInherit: true}
+// MaxNameLen leaves room for the "p" of the interface's veth peer in
+// the kernel's 15-character device names.
+const MaxNameLen = 14
+
+func (t Tunnel) plan(pos int, wanMTU int) (tunnel.Tunnel, []tunnel.Route, error) {
+	mt := tunnel.Tunnel{Name: t.Name, TTL: DefaultTTL, TOSInherit: true}
 	if mt.Name == "" {
-		mt.Name = fmt.Sprintf("gre%d", id)
+		mt.Name = fmt.Sprintf("gre%d", pos)
 	}
-	if len(mt.Name) > 15 || strings.ContainsAny(mt.Name, " \t/") {
-		return mt, nil, fmt.Errorf("tunnel name %q: use at most 15 characters, no spaces or slashes", mt.Name)
+	if len(mt.Name) > MaxNameLen || strings.ContainsAny(mt.Name, " \t/:") {
+		return mt, nil, fmt.Errorf("tunnel name %q: use at most %d characters, no spaces, colons or slashes", mt.Name, MaxNameLen)
 	}
 	var err error
 	for _, f := range []struct {
@@ -238,15 +245,20 @@ func (t Tunnel) plan(id uint32, wanMTU int) (maps.Tunnel, []maps.Route, error) {
 		mt.TOSInherit = false
 		mt.TOS = uint8(v)
 	}
+	if t.RPFilter != "" {
+		if mt.RPFilter, err = tunnel.ParseRPFilter(t.RPFilter); err != nil {
+			return mt, nil, fmt.Errorf("tunnel %s: %v", mt.Name, err)
+		}
+	}
 	mtu := wanMTU - mt.Overhead()
 	if mtu < 576 {
 		return mt, nil, fmt.Errorf("tunnel %s: WAN MTU %d leaves %d for the tunnel; raise the WAN MTU to at least %d", mt.Name, wanMTU, mtu, 576+mt.Overhead())
 	}
 	mt.MTU = uint16(mtu)
 
-	// The peer's overlay address is always routed into the tunnel, so it
-	// answers ping and is hop 2 of a traceroute.
-	routes := []maps.Route{{Prefix: netip.PrefixFrom(mt.OverlayRemote, 32), TunnelID: id}}
+	// The peer's overlay address needs no route here: the interface's
+	// point-to-point address routes it, as on an ip_gre device.
+	var routes []tunnel.Route
 	for _, s := range t.Routes {
 		pfx, err := netip.ParsePrefix(s)
 		if err != nil || !pfx.Addr().Is4() {
@@ -255,19 +267,19 @@ func (t Tunnel) plan(id uint32, wanMTU int) (maps.Tunnel, []maps.Route, error) {
 		if pfx != pfx.Masked() {
 			return mt, nil, fmt.Errorf("tunnel %s: route %s has host bits set: did you mean %s?", mt.Name, pfx, pfx.Masked())
 		}
-		routes = append(routes, maps.Route{Prefix: pfx, TunnelID: id})
+		routes = append(routes, tunnel.Route{Prefix: pfx, Tunnel: mt.Name})
 	}
 	return mt, routes, nil
 }
 
-// checkOverlaps refuses prefixes that overlap each other or a tunnel's
-// outer endpoint: the route map is longest-prefix-match, and an overlap
+// checkOverlaps refuses prefixes that overlap each other: an overlap
 // almost always means a typo. Sorted by start address (shorter first), two
 // prefixes overlap only if neighbours do, so this is O(n log n) for the
-// 100,000-route case.
+// 100,000-route case. Whether a route would carry a tunnel's own remote
+// depends on the kernel's other routes: the kernel side checks that.
 func checkOverlaps(p Plan) error {
 	rs := slices.Clone(p.Routes)
-	slices.SortFunc(rs, func(a, b maps.Route) int {
+	slices.SortFunc(rs, func(a, b tunnel.Route) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
 			return c
 		}
@@ -276,18 +288,6 @@ func checkOverlaps(p Plan) error {
 	for i := 1; i < len(rs); i++ {
 		if rs[i-1].Prefix.Overlaps(rs[i].Prefix) {
 			return fmt.Errorf("route %s overlaps route %s: remove one or make them disjoint", rs[i-1].Prefix, rs[i].Prefix)
-		}
-	}
-	for _, t := range p.Tunnels {
-		// The last prefix starting at or below the remote is the only one
-		// that can contain it, since the prefixes are disjoint.
-		i, _ := slices.BinarySearchFunc(rs, t.Remote, func(r maps.Route, a netip.Addr) int {
-			return r.Prefix.Addr().Compare(a)
-		})
-		for _, j := range []int{i - 1, i} {
-			if j >= 0 && j < len(rs) && rs[j].Prefix.Contains(t.Remote) {
-				return fmt.Errorf("route %s contains tunnel %s's remote %s, which would loop: narrow the prefix", rs[j].Prefix, t.Name, t.Remote)
-			}
 		}
 	}
 	return nil

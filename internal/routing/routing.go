@@ -1,8 +1,9 @@
-// Package routing sets what the kernel must know for a BPF tunnel with no
-// tunnel netdev: the local overlay address, a permanent neighbour for the
-// peer's overlay address (so no ARP is ever sent for it), and routes into
-// the tunnel with src = local overlay and mtu = WAN MTU − GRE overhead, so
-// that ICMP errors and "frag needed" read exactly as with ip_gre.
+// Package routing sets up the kernel side of grebpf's tunnels: one
+// interface per tunnel holding its overlay address, point-to-point with the
+// peer's, the routes grebpf was asked to send into it, and a managed
+// neighbour that keeps the outer next hop resolved. The interface is how
+// the kernel hands packets to the BPF programs and takes them back, so any
+// route through it (grebpf's, `ip route`, a routing daemon's) is tunnelled.
 package routing
 
 import (
@@ -10,34 +11,49 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/grebpf/grebpf/maps"
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
 // Proto marks the routes grebpf installs (`ip route show proto 177`), so
-// detach takes out exactly those.
+// detach and reconfiguration touch exactly those.
 const Proto netlink.RouteProtocol = 177
 
-// peerMAC is the link-layer address of the peer's overlay neighbour. Nothing
-// ever reaches the wire with it: the encap program rewrites the MAC header
-// for the outer next hop.
-var peerMAC = net.HardwareAddr{0x02, 0x00, 'g', 'r', 'e', 0x00}
+// Alias marks the devices grebpf made (ip link shows "alias grebpf"), so
+// that it never takes over or deletes a device of someone else's.
+const Alias = "grebpf"
+
+// PeerName names a tunnel interface's veth peer.
+func PeerName(name string) string { return name + "p" }
 
 func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-func host(a netip.Addr) *net.IPNet { return ipNet(netip.PrefixFrom(a, 32)) }
+func host(a netip.Addr) *net.IPNet { return ipNet(netip.PrefixFrom(a, a.BitLen())) }
+
+func prefixOf(dst *net.IPNet) netip.Prefix {
+	if dst == nil {
+		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	}
+	a, _ := netip.AddrFromSlice(dst.IP.To4())
+	ones, _ := dst.Mask.Size()
+	return netip.PrefixFrom(a, ones)
+}
 
 // Check refuses, before anything changes, a configuration the kernel side
-// cannot take: a local endpoint that is not ours, an overlay address used
-// elsewhere, a prefix that overlaps a route grebpf does not own. Addresses
-// and routes on the devices in own (grebpf's ip_gre netdevs) are grebpf's.
-func Check(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route, own ...int) error {
+// cannot take: a local endpoint that is not ours, a remote not reached
+// through wan, an overlay address used elsewhere, a prefix that overlaps a
+// route grebpf does not own, a route that would carry a tunnel's own outer
+// packets. Addresses and routes on the devices in own (grebpf's tunnel
+// interfaces) are grebpf's.
+func Check(wan netlink.Link, tunnels []tunnel.Tunnel, routes []tunnel.Route, own ...int) error {
 	addrs, err := netlink.AddrList(nil, unix.AF_INET)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
@@ -49,13 +65,13 @@ func Check(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route, own ..
 		}
 	}
 	for _, t := range tunnels {
-		if _, err := wanNexthop(link, t); err != nil {
+		if _, err := WANNexthop(wan, t); err != nil {
 			return err
 		}
 		if _, ok := where[t.Local]; !ok {
 			return fmt.Errorf("tunnel %s: local %s is not an address of this namespace: use the WAN device's own address", t.Name, t.Local)
 		}
-		if idx, ok := where[t.OverlayLocal]; ok && idx != link.Attrs().Index {
+		if idx, ok := where[t.OverlayLocal]; ok {
 			return fmt.Errorf("tunnel %s: overlay %s is already assigned to another device (ifindex %d): remove it or pick another overlay address", t.Name, t.OverlayLocal, idx)
 		}
 	}
@@ -63,41 +79,52 @@ func Check(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route, own ..
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}
+	kernel = slices.DeleteFunc(kernel, func(kr netlink.Route) bool {
+		return kr.Protocol == Proto || slices.Contains(own, kr.LinkIndex)
+	})
 	for _, kr := range kernel {
-		if kr.Protocol == Proto || kr.Dst == nil || slices.Contains(own, kr.LinkIndex) {
-			continue // ours, or a default route: tunnel routes are more specific by design
+		kpfx := prefixOf(kr.Dst)
+		for _, r := range routes {
+			if r.Prefix == kpfx || kpfx.Bits() > 0 && r.Prefix.Overlaps(kpfx) {
+				return fmt.Errorf("route %s overlaps the kernel route %s dev %s: remove that route or choose another prefix", r.Prefix, kpfx, linkName(kr.LinkIndex))
+			}
 		}
-		kp, ok := netip.AddrFromSlice(kr.Dst.IP.To4())
-		if !ok {
-			continue
-		}
-		ones, _ := kr.Dst.Mask.Size()
-		kpfx := netip.PrefixFrom(kp, ones)
-		if kpfx.Bits() == 0 {
-			continue
+	}
+	// A tunnel route may contain a remote (a default route through the
+	// tunnel, say) only where a more specific route takes the remote out
+	// of the WAN device.
+	for _, t := range tunnels {
+		best := -1
+		for _, kr := range kernel {
+			if p := prefixOf(kr.Dst); p.Contains(t.Remote) && p.Bits() > best && kr.LinkIndex == wan.Attrs().Index {
+				best = p.Bits()
+			}
 		}
 		for _, r := range routes {
-			if r.Prefix.Overlaps(kpfx) {
-				dev := fmt.Sprintf("ifindex %d", kr.LinkIndex)
-				if l, err := netlink.LinkByIndex(kr.LinkIndex); err == nil {
-					dev = l.Attrs().Name
-				}
-				return fmt.Errorf("route %s overlaps the kernel route %s dev %s: remove that route or choose another prefix", r.Prefix, kpfx, dev)
+			if r.Prefix.Contains(t.Remote) && r.Prefix.Bits() >= best {
+				return fmt.Errorf("route %s would carry tunnel %s's own remote %s into a tunnel: add a more specific route to %s through %s first", r.Prefix, t.Name, t.Remote, t.Remote, wan.Attrs().Name)
 			}
 		}
 	}
 	return nil
 }
 
-// wanNexthop is the outer next hop towards t's remote, which must be
-// reached through link: encap looks the route up with link as output.
-func wanNexthop(link netlink.Link, t maps.Tunnel) (netip.Addr, error) {
+func linkName(ifindex int) string {
+	if l, err := netlink.LinkByIndex(ifindex); err == nil {
+		return l.Attrs().Name
+	}
+	return fmt.Sprintf("ifindex %d", ifindex)
+}
+
+// WANNexthop is the outer next hop towards t's remote, which must be
+// reached through wan: encap looks the route up with wan as output.
+func WANNexthop(wan netlink.Link, t tunnel.Tunnel) (netip.Addr, error) {
 	rs, err := netlink.RouteGet(t.Remote.AsSlice())
 	if err != nil || len(rs) == 0 {
-		return netip.Addr{}, fmt.Errorf("tunnel %s: no route to remote %s: add one through %s", t.Name, t.Remote, link.Attrs().Name)
+		return netip.Addr{}, fmt.Errorf("tunnel %s: no route to remote %s: add one through %s", t.Name, t.Remote, wan.Attrs().Name)
 	}
-	if rs[0].LinkIndex != link.Attrs().Index {
-		return netip.Addr{}, fmt.Errorf("tunnel %s: remote %s is routed through ifindex %d, not %s: attach to the device that reaches it", t.Name, t.Remote, rs[0].LinkIndex, link.Attrs().Name)
+	if rs[0].LinkIndex != wan.Attrs().Index {
+		return netip.Addr{}, fmt.Errorf("tunnel %s: remote %s is routed through %s, not %s: attach to the device that reaches it", t.Name, t.Remote, linkName(rs[0].LinkIndex), wan.Attrs().Name)
 	}
 	if gw, ok := netip.AddrFromSlice(rs[0].Gw.To4()); ok {
 		return gw, nil
@@ -105,200 +132,246 @@ func wanNexthop(link netlink.Link, t maps.Tunnel) (netip.Addr, error) {
 	return t.Remote, nil
 }
 
-// Apply installs the kernel side of tunnels and routes on link and removes
-// grebpf routes that are no longer wanted. It is idempotent. It returns the
-// tunnels with AddrOwned set where it added the overlay address (an
-// existing one it leaves to its owner) and WANNexthop filled in.
-//
-// The outer next hop gets a managed neighbour entry, which the kernel keeps
-// resolved: encap then always finds its MAC. Without it the first packets
-// would wait in the neighbour queue, and the queue sends them with the
-// inner route's neighbour (the peer overlay's placeholder MAC) because the
-// skb still carries the inner route.
-func Apply(link netlink.Link, tunnels []maps.Tunnel, routes []maps.Route) ([]maps.Tunnel, error) {
-	idx := link.Attrs().Index
-	byID := map[uint32]maps.Tunnel{}
-	out := make([]maps.Tunnel, 0, len(tunnels))
-	// One netlink socket for the lot: the package-level calls open one per
-	// request, which is most of the cost at 10,000 tunnels and 100,000 routes.
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-	if err != nil {
-		return out, fmt.Errorf("netlink: %w", err)
+// Interface makes or updates tunnel t's interface for the BPF data plane:
+// a veth pair, NAME and NAMEp, MTU t.MTU, no ARP (nothing ever resolves a
+// neighbour on it), no IPv6 (grebpf carries IPv4), GRO on NAME (an XDP
+// redirect into NAMEp needs NAPI on NAME), both up, and NAME holding
+// OVERLAY peer PEER. It returns t with Link filled in.
+func Interface(h *netlink.Handle, wan netlink.Link, t tunnel.Tunnel) (tunnel.Tunnel, error) {
+	peer := PeerName(t.Name)
+	l, err := h.LinkByName(t.Name)
+	if err == nil && (l.Type() != "veth" || l.Attrs().Alias != Alias) {
+		return t, fmt.Errorf("a device named %s exists and is not grebpf's: remove it or name the tunnel differently", t.Name)
 	}
-	defer h.Close()
-	managed, err := managedNeighbours(h, idx)
 	if err != nil {
-		return out, err
+		if _, err := h.LinkByName(peer); err == nil {
+			return t, fmt.Errorf("a device named %s exists and is not grebpf's: remove it or name the tunnel differently", peer)
+		}
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: t.Name, MTU: int(t.MTU)}, PeerName: peer, PeerMTU: uint32(t.MTU)}
+		if err := h.LinkAdd(v); err != nil {
+			return t, fmt.Errorf("create tunnel interface %s: %w", t.Name, err)
+		}
 	}
-	for _, t := range tunnels {
-		addr := &netlink.Addr{IPNet: host(t.OverlayLocal)}
-		if err := h.AddrAdd(link, addr); err == nil {
-			t.AddrOwned = true
-		} else if !errors.Is(err, unix.EEXIST) {
-			return out, fmt.Errorf("add overlay address %s: %w", t.OverlayLocal, err)
+	l, err = h.LinkByName(t.Name)
+	if err != nil {
+		return t, fmt.Errorf("tunnel interface %s: %w", t.Name, err)
+	}
+	p, err := h.LinkByName(peer)
+	if err != nil {
+		return t, fmt.Errorf("tunnel interface %s has no peer %s: run grebpf detach, then attach", t.Name, peer)
+	}
+	for _, d := range []netlink.Link{l, p} {
+		name := d.Attrs().Name
+		if d.Attrs().Alias != Alias {
+			if err := h.LinkSetAlias(d, Alias); err != nil {
+				return t, fmt.Errorf("mark %s: %w", name, err)
+			}
 		}
-		if err := h.NeighSet(&netlink.Neigh{
-			LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
-			IP: t.OverlayRemote.AsSlice(), HardwareAddr: peerMAC,
-		}); err != nil {
-			return out, fmt.Errorf("add neighbour %s: %w", t.OverlayRemote, err)
+		if d.Attrs().MTU != int(t.MTU) {
+			if err := h.LinkSetMTU(d, int(t.MTU)); err != nil {
+				return t, fmt.Errorf("set MTU of %s: %w", name, err)
+			}
 		}
-		nh, err := wanNexthop(link, t)
+		if err := disableIPv6(name); err != nil {
+			return t, err
+		}
+	}
+	if l.Attrs().RawFlags&unix.IFF_NOARP == 0 {
+		if err := h.LinkSetARPOff(l); err != nil {
+			return t, fmt.Errorf("set %s arp off: %w", t.Name, err)
+		}
+	}
+	if on, err := GROEnabled(t.Name); err != nil || !on {
+		if err := SetGRO(t.Name, true); err != nil {
+			return t, fmt.Errorf("turn GRO on for %s: %w", t.Name, err)
+		}
+	}
+	if err := h.LinkSetUp(p); err != nil {
+		return t, fmt.Errorf("set %s up: %w", peer, err)
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return t, fmt.Errorf("set %s up: %w", t.Name, err)
+	}
+	if err := overlayAddress(h, l, t); err != nil {
+		return t, err
+	}
+	t.Link = tunnel.Link{Ifindex: uint32(l.Attrs().Index), PeerIfindex: uint32(p.Attrs().Index), WANIfindex: uint32(wan.Attrs().Index)}
+	copy(t.Link.MAC[:], l.Attrs().HardwareAddr)
+	copy(t.Link.PeerMAC[:], p.Attrs().HardwareAddr)
+	return t, nil
+}
+
+// overlayAddress leaves exactly OVERLAY peer PEER on l.
+func overlayAddress(h *netlink.Handle, l netlink.Link, t tunnel.Tunnel) error {
+	want := &netlink.Addr{IPNet: host(t.OverlayLocal), Peer: host(t.OverlayRemote)}
+	have, err := h.AddrList(l, unix.AF_INET)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", t.Name, err)
+	}
+	found := false
+	for _, a := range have {
+		if a.IP.Equal(want.IP) && a.Peer != nil && a.Peer.IP.Equal(want.Peer.IP) {
+			found = true
+			continue
+		}
+		if err := h.AddrDel(l, &a); err != nil {
+			return fmt.Errorf("remove old address %s from %s: %w", a.IPNet, t.Name, err)
+		}
+	}
+	if !found {
+		if err := h.AddrAdd(l, want); err != nil {
+			return fmt.Errorf("add %s peer %s to %s: %w", t.OverlayLocal, t.OverlayRemote, t.Name, err)
+		}
+	}
+	return nil
+}
+
+// disableIPv6 keeps the kernel from sending router solicitations and
+// MLD reports into a tunnel that carries IPv4 only. A kernel without IPv6
+// has nothing to disable.
+func disableIPv6(dev string) error {
+	err := os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", dev, "disable_ipv6"), []byte("1"), 0)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("disable IPv6 on %s: %w", dev, err)
+	}
+	return nil
+}
+
+// DeleteInterface removes a tunnel interface grebpf made (its peer, its
+// addresses and every route through it go with it). A missing one is
+// fine: detach must be able to finish a half-done attach.
+func DeleteInterface(ifindex uint32) error {
+	l, err := netlink.LinkByIndex(int(ifindex))
+	if err != nil || l.Attrs().Alias != Alias {
+		return nil
+	}
+	if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete tunnel interface %s: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// KeepResolved gives each distinct outer next hop a managed neighbour entry
+// on wan, which the kernel keeps resolved: encap then always finds its
+// MAC. It returns the tunnels with WANNexthop set.
+func KeepResolved(h *netlink.Handle, wan netlink.Link, tunnels []tunnel.Tunnel) ([]tunnel.Tunnel, error) {
+	idx := wan.Attrs().Index
+	ns, err := h.NeighList(idx, unix.AF_INET)
+	if err != nil {
+		return nil, fmt.Errorf("list neighbours: %w", err)
+	}
+	managed := map[netip.Addr]bool{}
+	for _, n := range ns {
+		if a, ok := netip.AddrFromSlice(n.IP.To4()); ok && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
+			managed[a] = true
+		}
+	}
+	out := slices.Clone(tunnels)
+	for i, t := range out {
+		nh, err := WANNexthop(wan, t)
 		if err != nil {
-			return out, err
+			return nil, err
 		}
 		if !managed[nh] {
 			if err := h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET,
 				IP: nh.AsSlice(), FlagsExt: netlink.NTF_EXT_MANAGED}); err != nil {
-				return out, fmt.Errorf("add managed neighbour for next hop %s (kernel 5.16+): %w", nh, err)
+				return nil, fmt.Errorf("add managed neighbour for next hop %s (kernel 5.16+): %w", nh, err)
 			}
 			managed[nh] = true
 		}
-		t.WANNexthop = nh
-		byID[t.ID] = t
-		out = append(out, t)
-	}
-	have, err := Ours(idx)
-	if err != nil {
-		return out, err
-	}
-	installed := map[netip.Prefix]netlink.Route{}
-	for _, r := range have {
-		installed[prefixOf(r)] = r
-	}
-	batch, err := newRouteBatch()
-	if err != nil {
-		return out, err
-	}
-	defer batch.Close()
-	want := map[netip.Prefix]bool{}
-	for _, r := range routes {
-		t := byID[r.TunnelID]
-		rt := &netlink.Route{
-			LinkIndex: idx, Dst: ipNet(r.Prefix), Src: t.OverlayLocal.AsSlice(),
-			Protocol: Proto, MTU: int(t.MTU), Table: unix.RT_TABLE_MAIN,
-		}
-		if r.Prefix == netip.PrefixFrom(t.OverlayRemote, 32) {
-			rt.Scope = netlink.SCOPE_LINK
-		} else {
-			rt.Gw = t.OverlayRemote.AsSlice()
-			rt.Flags = int(netlink.FLAG_ONLINK)
-		}
-		want[r.Prefix] = true
-		if old, ok := installed[r.Prefix]; ok && sameRoute(old, rt) {
-			continue
-		}
-		if err := batch.replace(rt); err != nil {
-			return out, err
-		}
-	}
-	for p, r := range installed {
-		if !want[p] {
-			if err := batch.del(&r); err != nil {
-				return out, err
-			}
-		}
-	}
-	return out, batch.flush()
-}
-
-func prefixOf(r netlink.Route) netip.Prefix {
-	if r.Dst == nil {
-		return netip.Prefix{}
-	}
-	a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
-	ones, _ := r.Dst.Mask.Size()
-	return netip.PrefixFrom(a, ones)
-}
-
-// sameRoute compares what Apply sets.
-func sameRoute(a netlink.Route, b *netlink.Route) bool {
-	return a.Gw.Equal(b.Gw) && a.Src.Equal(b.Src) && a.MTU == b.MTU && a.Scope == b.Scope
-}
-
-// managedNeighbours lists the device's managed neighbour entries: an entry
-// that already is managed (and its resolved address) is left alone.
-func managedNeighbours(h *netlink.Handle, ifindex int) (map[netip.Addr]bool, error) {
-	ns, err := h.NeighList(ifindex, unix.AF_INET)
-	if err != nil {
-		return nil, fmt.Errorf("list neighbours: %w", err)
-	}
-	out := map[netip.Addr]bool{}
-	for _, n := range ns {
-		if a, ok := netip.AddrFromSlice(n.IP.To4()); ok && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
-			out[a] = true
-		}
+		out[i].WANNexthop = nh
 	}
 	return out, nil
 }
 
-// Ours lists the routes grebpf installed on the device.
-func Ours(ifindex int) ([]netlink.Route, error) {
-	rs, err := netlink.RouteListFiltered(unix.AF_INET,
-		&netlink.Route{LinkIndex: ifindex, Protocol: Proto, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("list grebpf routes: %w", err)
+// ForgetNexthops deletes the managed neighbours of gone tunnels that no
+// tunnel in keep still uses.
+func ForgetNexthops(wanIfindex int, gone, keep []tunnel.Tunnel) error {
+	used := map[netip.Addr]bool{}
+	for _, t := range keep {
+		used[t.WANNexthop] = true
 	}
-	return rs, nil
+	var errs []error
+	for _, t := range gone {
+		if !t.WANNexthop.IsValid() || used[t.WANNexthop] {
+			continue
+		}
+		used[t.WANNexthop] = true // delete once
+		n := &netlink.Neigh{LinkIndex: wanIfindex, Family: unix.AF_INET, IP: t.WANNexthop.AsSlice()}
+		if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete managed neighbour %s: %w", t.WANNexthop, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// deleteRoutes deletes rs; ones already gone are fine.
-func deleteRoutes(rs []netlink.Route) error {
+// Routes makes grebpf's routes on the tunnel interfaces exactly routes:
+// `PREFIX dev TUNNEL src OVERLAY proto 177`, as the seed writes them for
+// ip_gre (`src` makes the kernel's ICMP errors come from the overlay
+// address). Routes through a tunnel that others added are left alone.
+// tunnels must have Link.Ifindex set.
+func Routes(tunnels []tunnel.Tunnel, routes []tunnel.Route) error {
+	byName := map[string]tunnel.Tunnel{}
+	for _, t := range tunnels {
+		byName[t.Name] = t
+	}
+	have, err := Ours(tunnels)
+	if err != nil {
+		return err
+	}
+	type key struct {
+		prefix  netip.Prefix
+		ifindex int
+	}
+	installed := map[key]netlink.Route{}
+	for _, r := range have {
+		installed[key{prefixOf(r.Dst), r.LinkIndex}] = r
+	}
 	batch, err := newRouteBatch()
 	if err != nil {
 		return err
 	}
 	defer batch.Close()
-	for _, r := range rs {
-		if err := batch.del(&r); err != nil {
+	want := map[key]bool{}
+	for _, r := range routes {
+		t, ok := byName[r.Tunnel]
+		if !ok || t.Link.Ifindex == 0 {
+			return fmt.Errorf("route %s: tunnel %s has no interface", r.Prefix, r.Tunnel)
+		}
+		rt := &netlink.Route{
+			LinkIndex: int(t.Link.Ifindex), Dst: ipNet(r.Prefix), Src: t.OverlayLocal.AsSlice(),
+			Protocol: Proto, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_LINK,
+		}
+		k := key{r.Prefix, rt.LinkIndex}
+		want[k] = true
+		if old, ok := installed[k]; ok && old.Src.Equal(rt.Src) {
+			continue
+		}
+		if err := batch.replace(rt); err != nil {
 			return err
+		}
+	}
+	for k, r := range installed {
+		if !want[k] {
+			if err := batch.del(&r); err != nil {
+				return err
+			}
 		}
 	}
 	return batch.flush()
 }
 
-// Remove takes out the kernel side of tunnels: their routes, neighbours and
-// the overlay addresses attach added. With all set, every grebpf route on
-// the device goes too. Missing pieces are not errors: detach must be able
-// to finish a half-done attach.
-func Remove(ifindex int, tunnels []maps.Tunnel, all bool) error {
-	var errs []error
-	rs, err := Ours(ifindex)
-	errs = append(errs, err)
-	gone := map[string]bool{}
-	for _, t := range tunnels {
-		gone[t.OverlayRemote.String()] = true
+// Ours lists the routes grebpf installed through the tunnels' interfaces.
+func Ours(tunnels []tunnel.Tunnel) ([]netlink.Route, error) {
+	rs, err := netlink.RouteListFiltered(unix.AF_INET,
+		&netlink.Route{Protocol: Proto, Table: unix.RT_TABLE_MAIN},
+		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list grebpf routes: %w", err)
 	}
-	rs = slices.DeleteFunc(rs, func(r netlink.Route) bool {
-		peer := r.Gw
-		if peer == nil && r.Dst != nil {
-			peer = r.Dst.IP
-		}
-		return !all && (peer == nil || !gone[peer.String()])
-	})
-	errs = append(errs, deleteRoutes(rs))
+	devs := map[int]bool{}
 	for _, t := range tunnels {
-		n := &netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET, IP: t.OverlayRemote.AsSlice()}
-		if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("delete neighbour %s: %w", t.OverlayRemote, err))
-		}
-		if t.WANNexthop.IsValid() {
-			// Shared next hops go with the first tunnel: ENOENT after that.
-			n := &netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_INET, IP: t.WANNexthop.AsSlice()}
-			if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
-				errs = append(errs, fmt.Errorf("delete managed neighbour %s: %w", t.WANNexthop, err))
-			}
-		}
-		if t.AddrOwned {
-			link, err := netlink.LinkByIndex(ifindex)
-			if err == nil {
-				err = netlink.AddrDel(link, &netlink.Addr{IPNet: host(t.OverlayLocal)})
-			}
-			if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-				errs = append(errs, fmt.Errorf("delete overlay address %s: %w", t.OverlayLocal, err))
-			}
-		}
+		devs[int(t.Link.Ifindex)] = true
 	}
-	return errors.Join(errs...)
+	return slices.DeleteFunc(rs, func(r netlink.Route) bool { return !devs[r.LinkIndex] }), nil
 }

@@ -1,4 +1,4 @@
-package loader
+package routing
 
 import (
 	"fmt"
@@ -40,14 +40,14 @@ func ethtool(dev string, cmd, data uint32) (uint32, error) {
 	return v.data, nil
 }
 
-// groEnabled reports the device's GRO setting.
-func groEnabled(dev string) (bool, error) {
+// GROEnabled reports the device's GRO setting.
+func GROEnabled(dev string) (bool, error) {
 	v, err := ethtool(dev, ethtoolGGRO, 0)
 	return v != 0, err
 }
 
-// setGRO turns GRO on or off (ethtool -K dev gro on|off).
-func setGRO(dev string, on bool) error {
+// SetGRO turns GRO on or off (ethtool -K dev gro on|off).
+func SetGRO(dev string, on bool) error {
 	var v uint32
 	if on {
 		v = 1

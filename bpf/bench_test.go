@@ -10,7 +10,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
-	"github.com/grebpf/grebpf/maps"
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
 // replayRepeat is how many runs one BPF_PROG_TEST_RUN times: enough that
@@ -144,10 +144,10 @@ func BenchmarkEncap(b *testing.B) {
 		key  *uint32
 	}{{"plain", nil}, {"keyed", u32(testKey)}} {
 		b.Run(c.name, func(b *testing.B) {
-			ctx := skbContext{Ifindex: uint32(wanNS(b, true))}
-			objs := load(b, c.key)
-			in := frame(b, macOverlay, macR1, innerPacket(b, lan1Host, lan2Host, 0, 63))
-			benchProgram(b, objs.EncapTc, tcOK, in, ctx, true)
+			link := tunnelDevs(b, wanNS(b, true))
+			objs := loadOn(b, testTunnel(c.key, link, tunnel.RPStrict))
+			in := frame(b, macTun, macTun, innerPacket(b, lan1Host, lan2Host, 0, 63))
+			benchProgram(b, objs.EncapTc, tcRedirect, in, skbContext{Ifindex: link.PeerIfindex}, true)
 		})
 	}
 }
@@ -158,14 +158,16 @@ func BenchmarkDecap(b *testing.B) {
 		name string
 		key  *uint32
 	}{{"plain", nil}, {"keyed", u32(testKey)}} {
-		objs := load(b, c.key)
+		// The default inner source check (strict) needs the FIB of a
+		// router with the tunnel's interface.
+		objs := loadOn(b, testTunnel(c.key, tunnelDevs(b, wanNS(b, true)), tunnel.RPStrict))
 		in := greFrame(b, wanRemote, wanLocal, plainGRE(), inner)
 		if c.key != nil {
 			in = greFrame(b, wanRemote, wanLocal, keyedGRE(*c.key), inner)
 		}
 		for _, p := range decapProgs(objs) {
 			b.Run(p.name+"/"+c.name, func(b *testing.B) {
-				benchProgram(b, p.prog, p.pass, in, nil, false)
+				benchProgram(b, p.prog, p.redirect, in, nil, false)
 			})
 		}
 	}
@@ -177,15 +179,14 @@ func BenchmarkFastpath(b *testing.B) {
 	b.Run("lan", func(b *testing.B) {
 		wan := wanNS(b, true)
 		lan := lanSide(b, true)
-		objs := load(b, nil)
-		must(b, maps.WriteAttachment(&objs.GrebpfMaps, maps.Attachment{Ifindex: uint32(wan)}))
+		objs := loadOn(b, testTunnel(nil, tunnelDevs(b, wan), tunnel.RPStrict))
 		in := frame(b, macWAN, macLANHost, innerPacket(b, lan1Host, lan2Host, 0, 64))
 		benchProgram(b, objs.FastpathLan, xdpRedirect, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(lan)}, false)
 	})
 	b.Run("wan", func(b *testing.B) {
 		wan := wanNS(b, true)
 		lanSide(b, true)
-		objs := load(b, nil)
+		objs := loadOn(b, testTunnel(nil, tunnelDevs(b, wan), tunnel.RPStrict))
 		in := greFrame(b, wanRemote, wanLocal, plainGRE(), innerPacket(b, lan2Host, lan1Host, 0, 63))
 		benchProgram(b, objs.FastpathWan, xdpRedirect, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(wan)}, false)
 	})

@@ -2,6 +2,7 @@ package bpf_test
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
 
@@ -10,24 +11,23 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/grebpf/grebpf/bpf"
+	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
 
 func u32(v uint32) *uint32 { return &v }
 
 // decapProgs runs each case through both decap attach points.
-func decapProgs(objs *bpf.GrebpfObjects) []struct {
-	name       string
-	prog       *ebpf.Program
-	pass, drop uint32
-} {
-	return []struct {
-		name       string
-		prog       *ebpf.Program
-		pass, drop uint32
-	}{
-		{"xdp", objs.DecapXdp, xdpPass, xdpDrop},
-		{"tc", objs.DecapTc, tcOK, tcShot},
+type decapProg struct {
+	name                 string
+	prog                 *ebpf.Program
+	pass, drop, redirect uint32
+}
+
+func decapProgs(objs *bpf.GrebpfObjects) []decapProg {
+	return []decapProg{
+		{"xdp", objs.DecapXdp, xdpPass, xdpDrop, xdpRedirect},
+		{"tc", objs.DecapTc, tcOK, tcShot, tcRedirect},
 	}
 }
 
@@ -166,18 +166,18 @@ func TestDecap(t *testing.T) {
 				in := c.frame(t, inner)
 				before := snapshot(t, &objs.GrebpfMaps)
 				verdict, out := run(t, p.prog, in, nil)
-				reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
+				reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
 
 				if c.reason == "" {
-					want := append(in[:14:14], inner...)
-					if verdict != p.pass {
-						t.Errorf("%s: verdict %d, want pass %d", p.name, verdict, p.pass)
+					want := toTunnel(t, inner)
+					if verdict != p.redirect {
+						t.Errorf("%s: verdict %d, want redirect %d", p.name, verdict, p.redirect)
 					}
 					if d := diff(out, want); d != "" {
 						t.Errorf("%s: decapsulated frame:%s", p.name, d)
 					}
-					if len(reasons) != 0 || tunnel != (maps.Counters{RxPackets: 1, RxBytes: uint64(len(inner))}) {
-						t.Errorf("%s: counters moved %v %+v, want rx 1 packet %d bytes only", p.name, reasons, tunnel, len(inner))
+					if len(reasons) != 0 || moved != (tunnel.Counters{RxPackets: 1, RxBytes: uint64(len(inner))}) {
+						t.Errorf("%s: counters moved %v %+v, want rx 1 packet %d bytes only", p.name, reasons, moved, len(inner))
 					}
 					continue
 				}
@@ -191,8 +191,8 @@ func TestDecap(t *testing.T) {
 				if d := diff(out, in); d != "" && verdict == p.pass {
 					t.Errorf("%s: passed frame was changed:%s", p.name, d)
 				}
-				if len(reasons) != 1 || reasons[c.reason] != 1 || tunnel != (maps.Counters{}) {
-					t.Errorf("%s: counters moved %v %+v, want only %s +1", p.name, reasons, tunnel, c.reason)
+				if len(reasons) != 1 || reasons[c.reason] != 1 || moved != (tunnel.Counters{}) {
+					t.Errorf("%s: counters moved %v %+v, want only %s +1", p.name, reasons, moved, c.reason)
 				}
 			}
 		})
@@ -208,4 +208,53 @@ func reasonByName(tb testing.TB, name string) maps.Reason {
 	}
 	tb.Fatalf("no reason %q", name)
 	return 0
+}
+
+// TestDecapInnerSource checks decap's rp_filter against a real FIB: gre1
+// routes 172.16.200.0/24 (and the peer's overlay address), the default
+// route leaves through the WAN.
+func TestDecapInnerSource(t *testing.T) {
+	cases := []struct {
+		name string
+		rp   tunnel.RPFilter
+		src  net.IP
+		ok   bool
+	}{
+		{"strict, routed back through the tunnel", tunnel.RPStrict, lan2Host, true},
+		{"strict, the peer's overlay address", tunnel.RPStrict, overlayR2.AsSlice(), true},
+		{"strict, routed back through the WAN", tunnel.RPStrict, net.IPv4(8, 8, 8, 8), false},
+		{"strict, a local address", tunnel.RPStrict, net.IPv4(10, 100, 0, 1), false},
+		{"loose, routed back through the WAN", tunnel.RPLoose, net.IPv4(8, 8, 8, 8), true},
+		{"loose, a local address", tunnel.RPLoose, net.IPv4(10, 100, 0, 1), false},
+		{"off", tunnel.RPOff, net.IPv4(10, 100, 0, 1), true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			wan := wanNS(t, true)
+			objs := loadOn(t, testTunnel(nil, tunnelDevs(t, wan), c.rp))
+			inner := innerPacket(t, c.src, lan1Host, 0, 63)
+			for _, p := range append(decapProgs(objs), decapProg{"fastpath", objs.FastpathWan, xdpPass, xdpDrop, xdpRedirect}) {
+				in := greFrame(t, wanRemote, wanLocal, plainGRE(), inner)
+				before := snapshot(t, &objs.GrebpfMaps)
+				verdict, out := run(t, p.prog, in, nil)
+				reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
+				if c.ok && p.name == "fastpath" {
+					// Forwarded as the FIB says, here out of the WAN.
+					if verdict != p.redirect || len(reasons) != 0 || moved.RxPackets != 1 {
+						t.Errorf("%s: verdict %d, counters %v %+v; want forwarded", p.name, verdict, reasons, moved)
+					}
+					continue
+				}
+				if c.ok {
+					if verdict != p.redirect || diff(out, toTunnel(t, inner)) != "" || len(reasons) != 0 || moved.RxPackets != 1 {
+						t.Errorf("%s: verdict %d, counters %v %+v, frame%s; want delivered to gre1", p.name, verdict, reasons, moved, diff(out, toTunnel(t, inner)))
+					}
+					continue
+				}
+				if verdict != p.drop || len(reasons) != 1 || reasons["inner-source"] != 1 || moved != (tunnel.Counters{}) {
+					t.Errorf("%s: verdict %d, counters %v %+v; want dropped as inner-source", p.name, verdict, reasons, moved)
+				}
+			}
+		})
+	}
 }

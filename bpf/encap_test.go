@@ -2,7 +2,6 @@ package bpf_test
 
 import (
 	"net"
-	"net/netip"
 	"os"
 	"testing"
 
@@ -12,11 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/grebpf/grebpf/internal/testutil"
-	"github.com/grebpf/grebpf/maps"
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
 // skbContext is struct __sk_buff as BPF_PROG_TEST_RUN takes it: only
-// ifindex is set, so the program runs as if on that device's egress.
+// ifindex is set, so the program runs as if on that device.
 type skbContext struct {
 	_       [40]byte
 	Ifindex uint32
@@ -92,85 +91,93 @@ func TestEncap(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ctx := skbContext{Ifindex: uint32(wanNS(t, true))}
-			objs := load(t, c.key)
-			putTunnel(t, &objs.GrebpfMaps, maps.Tunnel{ID: 1, Name: "gre1", Local: wanLocal, Remote: wanRemote, Key: c.key,
-				TTL: c.ttl, TOSInherit: c.tos < 0, TOS: uint8(max(c.tos, 0)), MTU: 1476, OverlayLocal: overlayR1, OverlayRemote: overlayR2})
+			link := tunnelDevs(t, wanNS(t, true))
+			tun := testTunnel(c.key, link, tunnel.RPStrict)
+			tun.TTL, tun.TOSInherit, tun.TOS = c.ttl, c.tos < 0, uint8(max(c.tos, 0))
+			objs := loadOn(t, tun)
 			inner := innerPacket(t, lan1Host, lan2Host, c.innerTOS, c.innerTTL)
-			in := frame(t, macOverlay, macR1, inner)
-			before := snapshot(t, &objs.GrebpfMaps)
-			verdict, out := run(t, objs.EncapTc, in, ctx)
-			reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
-			if verdict != tcOK {
-				t.Fatalf("verdict %d, want TC_ACT_OK (reasons %v)", verdict, reasons)
-			}
-			if len(out) < 20 {
-				t.Fatalf("short output %x", out)
-			}
-			id := uint16(out[18])<<8 | uint16(out[19]) // random, as ip_gre's
-			want := expectedEncap(t, inner, id, c.wantTTL, c.wantTOS, c.key)
-			if d := diff(out, want); d != "" {
-				t.Errorf("encapsulated frame:%s", d)
-			}
-			if len(reasons) != 0 || tunnel != (maps.Counters{TxPackets: 1, TxBytes: uint64(len(inner))}) {
-				t.Errorf("counters moved %v %+v, want tx 1 packet %d bytes only", reasons, tunnel, len(inner))
+			// As the kernel sends it out of gre1 (NOARP: to gre1's own MAC).
+			in := frame(t, macTun, macTun, inner)
+			for _, dev := range []uint32{link.PeerIfindex, link.Ifindex} {
+				before := snapshot(t, &objs.GrebpfMaps)
+				verdict, out := run(t, objs.EncapTc, in, skbContext{Ifindex: dev})
+				reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
+				if verdict != tcRedirect {
+					t.Fatalf("on ifindex %d: verdict %d, want TC_ACT_REDIRECT (reasons %v)", dev, verdict, reasons)
+				}
+				if len(out) < 20 {
+					t.Fatalf("short output %x", out)
+				}
+				id := uint16(out[18])<<8 | uint16(out[19]) // random, as ip_gre's
+				want := expectedEncap(t, inner, id, c.wantTTL, c.wantTOS, c.key)
+				if d := diff(out, want); d != "" {
+					t.Errorf("on ifindex %d: encapsulated frame:%s", dev, d)
+				}
+				if len(reasons) != 0 || moved != (tunnel.Counters{TxPackets: 1, TxBytes: uint64(len(inner))}) {
+					t.Errorf("on ifindex %d: counters moved %v %+v, want tx 1 packet %d bytes only", dev, reasons, moved, len(inner))
+				}
 			}
 		})
 	}
 }
 
-func TestEncapPassesOtherTraffic(t *testing.T) {
-	ifindex := wanNS(t, true)
-	ctx := skbContext{Ifindex: uint32(ifindex)}
-	objs := load(t, nil)
-	other := innerPacket(t, net.IPv4(10, 100, 0, 1), net.IPv4(10, 100, 0, 254), 0, 64)
-	arp := serialize(t, &layers.Ethernet{DstMAC: layers.EthernetBroadcast, SrcMAC: macR1, EthernetType: layers.EthernetTypeARP},
-		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-			Operation: layers.ARPRequest, SourceHwAddress: macR1, SourceProtAddress: wanLocal.AsSlice(),
-			DstHwAddress: make([]byte, 6), DstProtAddress: net.IPv4(10, 100, 0, 254).To4()})
-	for name, in := range map[string][]byte{"wan ip": frame(t, macWAN, macR1, other), "arp": arp} {
-		before := snapshot(t, &objs.GrebpfMaps)
-		verdict, out := run(t, objs.EncapTc, in, ctx)
-		reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
-		if verdict != tcOK || diff(out, in) != "" || len(reasons) != 0 || tunnel != (maps.Counters{}) {
-			t.Errorf("%s: verdict %d, changed %v, counters %v %+v: want untouched pass", name, verdict, diff(out, in) != "", reasons, tunnel)
-		}
-	}
-}
-
 func TestEncapDrops(t *testing.T) {
+	ipv4 := func(tb testing.TB) []byte { return frame(tb, macTun, macTun, innerPacket(tb, lan1Host, lan2Host, 0, 63)) }
 	cases := []struct {
 		name    string
 		neigh   bool
-		setup   func(tb testing.TB, m *maps.Maps)
+		frame   func(tb testing.TB) []byte
+		setup   func(tb testing.TB, link tunnel.Link)
+		onWAN   bool // run on the WAN device, which is no tunnel's
 		verdict uint32
 		reason  string
 	}{
-		{name: "route to missing tunnel", neigh: true, verdict: tcShot, reason: "no-tunnel", setup: func(tb testing.TB, m *maps.Maps) {
-			must(tb, maps.PutRoute(m, netip.MustParsePrefix("172.16.200.0/24"), 7))
+		{name: "not a tunnel device", neigh: true, frame: ipv4, onWAN: true, verdict: tcShot, reason: "no-tunnel"},
+		{name: "not ipv4", neigh: true, verdict: tcShot, reason: "unknown-inner", frame: func(tb testing.TB) []byte {
+			return serialize(tb, &layers.Ethernet{DstMAC: layers.EthernetBroadcast, SrcMAC: macTun, EthernetType: layers.EthernetTypeARP},
+				&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+					Operation: layers.ARPRequest, SourceHwAddress: macTun, SourceProtAddress: overlayR1.AsSlice(),
+					DstHwAddress: make([]byte, 6), DstProtAddress: overlayR2.AsSlice()})
 		}},
-		{name: "no route to remote", neigh: true, verdict: tcShot, reason: "no-outer-route", setup: func(tb testing.TB, m *maps.Maps) {
+		{name: "no route to remote", neigh: true, frame: ipv4, verdict: tcShot, reason: "no-outer-route", setup: func(tb testing.TB, _ tunnel.Link) {
 			must(tb, netlink.RouteDel(&netlink.Route{Dst: nil, Gw: net.IPv4(10, 100, 0, 254)}))
+		}},
+		// The outer packet never follows a route into a tunnel: with the
+		// only route to the remote through gre1, there is none.
+		{name: "default route through the tunnel", neigh: true, frame: ipv4, verdict: tcShot, reason: "no-outer-route", setup: func(tb testing.TB, link tunnel.Link) {
+			must(tb, netlink.RouteDel(&netlink.Route{Dst: nil, Gw: net.IPv4(10, 100, 0, 254)}))
+			must(tb, netlink.RouteAdd(&netlink.Route{LinkIndex: int(link.Ifindex), Scope: netlink.SCOPE_LINK, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}}))
+		}},
+		// ... and with a more specific route to the remote via the WAN,
+		// that one carries it.
+		{name: "default through the tunnel, remote via the WAN", neigh: true, frame: ipv4, verdict: tcRedirect, setup: func(tb testing.TB, link tunnel.Link) {
+			must(tb, netlink.RouteDel(&netlink.Route{Dst: nil, Gw: net.IPv4(10, 100, 0, 254)}))
+			must(tb, netlink.RouteAdd(&netlink.Route{LinkIndex: int(link.Ifindex), Scope: netlink.SCOPE_LINK, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}}))
+			must(tb, netlink.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: wanRemote.AsSlice(), Mask: net.CIDRMask(32, 32)}, Gw: net.IPv4(10, 100, 0, 254)}))
 		}},
 		// No neighbour for the gateway: bpf_redirect_neigh resolves it, as
 		// the stack would. Not a drop, so no reason moves.
-		{name: "unresolved next hop", neigh: false, verdict: tcRedirect},
+		{name: "unresolved next hop", neigh: false, frame: ipv4, verdict: tcRedirect},
 		// A host that does not forward: bpf_fib_lookup refuses, and encap
 		// hands the outer packet to bpf_redirect_neigh to route.
-		{name: "forwarding off", neigh: true, verdict: tcRedirect, setup: func(tb testing.TB, m *maps.Maps) {
+		{name: "forwarding off", neigh: true, frame: ipv4, verdict: tcRedirect, setup: func(tb testing.TB, _ tunnel.Link) {
 			must(tb, os.WriteFile("/proc/sys/net/ipv4/conf/all/forwarding", []byte("0"), 0))
 		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ifindex := wanNS(t, c.neigh)
-			objs := load(t, nil)
+			wan := wanNS(t, c.neigh)
+			link := tunnelDevs(t, wan)
+			objs := loadOn(t, testTunnel(nil, link, tunnel.RPStrict))
 			if c.setup != nil {
-				c.setup(t, &objs.GrebpfMaps)
+				c.setup(t, link)
 			}
-			in := frame(t, macOverlay, macR1, innerPacket(t, lan1Host, lan2Host, 0, 63))
+			dev := link.PeerIfindex
+			if c.onWAN {
+				dev = uint32(wan)
+			}
 			before := snapshot(t, &objs.GrebpfMaps)
-			verdict, _ := run(t, objs.EncapTc, in, skbContext{Ifindex: uint32(ifindex)})
+			verdict, _ := run(t, objs.EncapTc, c.frame(t), skbContext{Ifindex: dev})
 			reasons, _ := delta(before, snapshot(t, &objs.GrebpfMaps))
 			if verdict != c.verdict {
 				t.Errorf("verdict %d, want %d", verdict, c.verdict)

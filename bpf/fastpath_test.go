@@ -1,7 +1,6 @@
 package bpf_test
 
 import (
-	"bytes"
 	"net"
 	"testing"
 
@@ -10,10 +9,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/grebpf/grebpf/maps"
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
-
-const xdpRedirect = 4
 
 // xdpContext is struct xdp_md as BPF_PROG_TEST_RUN takes it.
 type xdpContext struct {
@@ -60,36 +57,37 @@ func TestFastpathWAN(t *testing.T) {
 		neigh    bool
 		ttl      uint8
 		dst      net.IP
-		verdict  uint32
-		forwards bool
+		forwards bool // to the LAN; else into the stack on gre1
 	}{
-		{name: "forwarded", neigh: true, ttl: 63, dst: lan1Host, verdict: xdpRedirect, forwards: true},
-		{name: "ttl 1 to the stack", neigh: true, ttl: 1, dst: lan1Host, verdict: xdpPass},
-		{name: "unresolved neighbour to the stack", neigh: false, ttl: 63, dst: lan1Host, verdict: xdpPass},
-		{name: "local destination to the stack", neigh: true, ttl: 63, dst: net.IPv4(172, 16, 100, 254), verdict: xdpPass},
+		{name: "forwarded", neigh: true, ttl: 63, dst: lan1Host, forwards: true},
+		{name: "ttl 1 to the stack", neigh: true, ttl: 1, dst: lan1Host},
+		{name: "unresolved neighbour to the stack", neigh: false, ttl: 63, dst: lan1Host},
+		{name: "local destination to the stack", neigh: true, ttl: 63, dst: net.IPv4(172, 16, 100, 254)},
+		// Hub transit: the stack re-encapsulates through the other tunnel.
+		{name: "into a tunnel to the stack", neigh: true, ttl: 63, dst: net.IPv4(172, 16, 200, 9)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			wan := wanNS(t, true)
 			lanSide(t, c.neigh)
-			objs := load(t, nil)
+			objs := loadOn(t, testTunnel(nil, tunnelDevs(t, wan), tunnel.RPLoose))
 			inner := innerPacket(t, lan2Host, c.dst, 0, c.ttl)
 			in := greFrame(t, wanRemote, wanLocal, plainGRE(), inner)
 			before := snapshot(t, &objs.GrebpfMaps)
 			verdict, out := run(t, objs.FastpathWan, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(wan)})
-			reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
-			if verdict != c.verdict {
-				t.Fatalf("verdict %d, want %d", verdict, c.verdict)
+			reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
+			if verdict != xdpRedirect {
+				t.Fatalf("verdict %d, want redirect (reasons %v)", verdict, reasons)
 			}
-			want := append(bytes.Clone(in[:14]), inner...) // decapsulated, for the stack
+			want := toTunnel(t, inner)
 			if c.forwards {
 				want = frame(t, macLANHost, macWAN, withTTL(t, inner, c.ttl-1))
 			}
 			if d := diff(out, want); d != "" {
 				t.Errorf("frame:%s", d)
 			}
-			if len(reasons) != 0 || tunnel != (maps.Counters{RxPackets: 1, RxBytes: uint64(len(inner))}) {
-				t.Errorf("counters %v %+v, want rx 1 only", reasons, tunnel)
+			if len(reasons) != 0 || moved != (tunnel.Counters{RxPackets: 1, RxBytes: uint64(len(inner))}) {
+				t.Errorf("counters %v %+v, want rx 1 only", reasons, moved)
 			}
 		})
 	}
@@ -114,8 +112,7 @@ func TestFastpathLAN(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			wan := wanNS(t, c.neigh)
 			lan := lanSide(t, true)
-			objs := load(t, nil)
-			must(t, maps.WriteAttachment(&objs.GrebpfMaps, maps.Attachment{Ifindex: uint32(wan)}))
+			objs := loadOn(t, testTunnel(nil, tunnelDevs(t, wan), tunnel.RPStrict))
 			inner := innerPacket(t, lan1Host, c.dst, 0, c.ttl)
 			if c.size > 0 {
 				ip := &layers.IPv4{Version: 4, IHL: 5, TTL: c.ttl, Flags: layers.IPv4DontFragment, Protocol: layers.IPProtocolUDP, SrcIP: lan1Host, DstIP: c.dst}
@@ -126,7 +123,7 @@ func TestFastpathLAN(t *testing.T) {
 			in := frame(t, macWAN, macLANHost, inner)
 			before := snapshot(t, &objs.GrebpfMaps)
 			verdict, out := run(t, objs.FastpathLan, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(lan)})
-			reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
+			reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
 			if verdict != c.verdict {
 				t.Fatalf("verdict %d, want %d", verdict, c.verdict)
 			}
@@ -134,8 +131,8 @@ func TestFastpathLAN(t *testing.T) {
 				if d := diff(out, in); d != "" {
 					t.Errorf("passed frame changed:%s", d)
 				}
-				if len(reasons) != 0 || tunnel != (maps.Counters{}) {
-					t.Errorf("counters %v %+v moved for a packet left to the stack", reasons, tunnel)
+				if len(reasons) != 0 || moved != (tunnel.Counters{}) {
+					t.Errorf("counters %v %+v moved for a packet left to the stack", reasons, moved)
 				}
 				return
 			}
@@ -144,8 +141,8 @@ func TestFastpathLAN(t *testing.T) {
 			if d := diff(out, want); d != "" {
 				t.Errorf("encapsulated frame:%s", d)
 			}
-			if len(reasons) != 0 || tunnel != (maps.Counters{TxPackets: 1, TxBytes: uint64(len(inner))}) {
-				t.Errorf("counters %v %+v, want tx 1 only", reasons, tunnel)
+			if len(reasons) != 0 || moved != (tunnel.Counters{TxPackets: 1, TxBytes: uint64(len(inner))}) {
+				t.Errorf("counters %v %+v, want tx 1 only", reasons, moved)
 			}
 		})
 	}

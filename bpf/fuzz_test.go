@@ -8,9 +8,10 @@ import (
 )
 
 // FuzzDecap feeds arbitrary frames to the XDP decap program. Whatever the
-// input: the verdict is pass or drop, exactly one counter moves (rx or one
-// reason), and a changed frame is the input minus the outer IPv4 + GRE
-// headers of a packet from the configured peer.
+// input: the verdict is pass, drop or (decapsulated) redirect to the
+// tunnel interface, exactly one counter moves (rx or one reason), and a
+// changed frame is the input minus the outer IPv4 + GRE headers of a
+// packet from the configured peer, addressed to the tunnel interface.
 func FuzzDecap(f *testing.F) {
 	inner := innerPacket(f, lan2Host, lan1Host, 0, 63)
 	for _, c := range decapCases {
@@ -32,10 +33,10 @@ func FuzzDecap(f *testing.F) {
 			t.Fatalf("%d counters moved (%v %+v), want exactly one", moved, reasons, tunnel)
 		}
 		switch {
-		case verdict != xdpPass && verdict != xdpDrop:
+		case verdict != xdpPass && verdict != xdpDrop && verdict != xdpRedirect:
 			t.Fatalf("verdict %d", verdict)
 		case tunnel.RxPackets == 1:
-			if verdict != xdpPass {
+			if verdict != xdpRedirect {
 				t.Fatalf("decapsulated but verdict %d", verdict)
 			}
 			ihl := int(in[14]&0x0f) * 4
@@ -43,11 +44,15 @@ func FuzzDecap(f *testing.F) {
 			if !bytes.Equal(in[14+12:14+20], append(wanRemote.AsSlice(), wanLocal.AsSlice()...)) {
 				t.Fatalf("decapsulated a packet not from the configured peer: %x", in)
 			}
-			want := append(bytes.Clone(in[:14]), in[14+strip:]...)
+			want := append(append(bytes.Clone(macTun), macTunPeer...), in[12:14]...)
+			want = append(want, in[14+strip:]...)
 			if !bytes.Equal(out, want) {
 				t.Fatalf("decapsulated frame:%s", diff(out, want))
 			}
 		default:
+			if verdict == xdpRedirect {
+				t.Fatalf("redirected without decapsulating")
+			}
 			if !bytes.Equal(out, in) {
 				t.Fatalf("not decapsulated, yet changed:%s", diff(out, in))
 			}

@@ -241,6 +241,11 @@ int encap_tc(struct __sk_buff *skb)
 		 * and queues it on the neighbour until it resolves. */
 		count_tx(t->ifindex, segs, inner_len);
 		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	case BPF_FIB_LKUP_RET_FWD_DISABLED:
+		/* An endpoint that does not forward: the helper will not look up
+		 * for us, so let bpf_redirect_neigh route the outer packet. */
+		count_tx(t->ifindex, segs, inner_len);
+		return bpf_redirect_neigh(t->wan_ifindex, NULL, 0, 0);
 	default:
 		count_reason(REASON_NO_OUTER_ROUTE);
 		return TC_ACT_SHOT;

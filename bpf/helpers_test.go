@@ -12,9 +12,11 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/vishvananda/netlink"
 
 	"github.com/grebpf/grebpf/bpf"
 	"github.com/grebpf/grebpf/internal/testutil"
+	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
 
@@ -22,6 +24,7 @@ import (
 const (
 	xdpDrop     = 1
 	xdpPass     = 2
+	xdpRedirect = 4
 	tcOK        = 0
 	tcShot      = 2
 	tcRedirect  = 7
@@ -38,12 +41,31 @@ var (
 	lan2Host   = net.IPv4(172, 16, 200, 1).To4()
 	macR1      = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
 	macWAN     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
-	macOverlay = net.HardwareAddr{0x02, 0, 'g', 'r', 'e', 0}
 )
 
-// load loads the programs with fresh, unpinned maps and one tunnel r1 → r2
-// (keyed when key is set) routing 172.16.200.0/24.
+// The tunnel interface pair the tests configure where no namespace gives
+// the tunnel real devices: the programs only use the indices as keys and
+// the MACs as bytes.
+var (
+	macTun     = net.HardwareAddr{0x02, 0, 't', 'u', 'n', 0x01}
+	macTunPeer = net.HardwareAddr{0x02, 0, 't', 'u', 'n', 0x02}
+	fakeLink   = tunnel.Link{Ifindex: 1000, PeerIfindex: 1001, MAC: [6]byte(macTun), PeerMAC: [6]byte(macTunPeer)}
+)
+
+// testTunnel is r1's tunnel to r2 (keyed when key is set) on link.
+func testTunnel(key *uint32, link tunnel.Link, rp tunnel.RPFilter) tunnel.Tunnel {
+	return tunnel.Tunnel{Name: "gre1", Local: wanLocal, Remote: wanRemote, Key: key, TTL: 64, TOSInherit: true,
+		RPFilter: rp, MTU: 1476, OverlayLocal: overlayR1, OverlayRemote: overlayR2, Link: link}
+}
+
+// load loads the programs with fresh, unpinned maps and r1's tunnel on
+// fakeLink, without the inner source check (it needs a FIB: see loadOn).
 func load(tb testing.TB, key *uint32) *bpf.GrebpfObjects {
+	return loadOn(tb, testTunnel(key, fakeLink, tunnel.RPOff))
+}
+
+// loadOn loads the programs with fresh, unpinned maps and tunnel t.
+func loadOn(tb testing.TB, t tunnel.Tunnel) *bpf.GrebpfObjects {
 	tb.Helper()
 	testutil.NeedRoot(tb)
 	var objs bpf.GrebpfObjects
@@ -55,58 +77,93 @@ func load(tb testing.TB, key *uint32) *bpf.GrebpfObjects {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { objs.Close() })
-	putTunnel(tb, &objs.GrebpfMaps, maps.Tunnel{
-		ID: 1, Name: "gre1", Local: wanLocal, Remote: wanRemote, Key: key,
-		TTL: 64, TOSInherit: true, MTU: 1476, OverlayLocal: overlayR1, OverlayRemote: overlayR2,
-	})
-	if err := maps.PutRoute(&objs.GrebpfMaps, netip.MustParsePrefix("172.16.200.0/24"), 1); err != nil {
-		tb.Fatal(err)
-	}
+	putTunnel(tb, &objs.GrebpfMaps, t)
 	return &objs
 }
 
-func putTunnel(tb testing.TB, m *maps.Maps, t maps.Tunnel) {
+func putTunnel(tb testing.TB, m *maps.Maps, t tunnel.Tunnel) {
 	tb.Helper()
 	if err := maps.PutTunnel(m, t); err != nil {
 		tb.Fatal(err)
 	}
 }
 
+// tunnelDevs adds to the test's namespace the interface of r1's tunnel as
+// attach makes it: gre1 (macTun, MTU 1476, 192.168.1.1 peer 192.168.1.2)
+// and its peer gre1p (macTunPeer), both up, 172.16.200.0/24 routed through
+// gre1, and returns the link for a tunnel on wan.
+func tunnelDevs(tb testing.TB, wan int) tunnel.Link {
+	tb.Helper()
+	must(tb, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "gre1", HardwareAddr: macTun, MTU: 1476},
+		PeerName: "gre1p", PeerHardwareAddr: macTunPeer, PeerMTU: 1476}))
+	l, err := netlink.LinkByName("gre1")
+	must(tb, err)
+	p, err := netlink.LinkByName("gre1p")
+	must(tb, err)
+	must(tb, netlink.LinkSetARPOff(l))
+	must(tb, netlink.LinkSetUp(l))
+	must(tb, netlink.LinkSetUp(p))
+	host := func(a netip.Addr) *net.IPNet { return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)} }
+	must(tb, netlink.AddrAdd(l, &netlink.Addr{IPNet: host(overlayR1), Peer: host(overlayR2)}))
+	must(tb, netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: lan2Host.Mask(net.CIDRMask(24, 32)), Mask: net.CIDRMask(24, 32)}}))
+	return tunnel.Link{Ifindex: uint32(l.Attrs().Index), PeerIfindex: uint32(p.Attrs().Index), WANIfindex: uint32(wan),
+		MAC: [6]byte(macTun), PeerMAC: [6]byte(macTunPeer)}
+}
+
 // counts is a snapshot of every counter, to check that exactly the
 // expected one moved.
 type counts struct {
 	reasons []uint64
-	tunnel  maps.Counters
+	tunnel  tunnel.Counters
 }
 
+// snapshot sums the counters of every tunnel in the maps: the tests
+// configure one.
 func snapshot(tb testing.TB, m *maps.Maps) counts {
 	tb.Helper()
 	r, err := maps.ReasonCounts(m)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c, err := maps.TunnelCounters(m, 1)
+	ts, err := maps.Tunnels(m)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return counts{r, c}
+	var sum tunnel.Counters
+	for _, t := range ts {
+		c, err := maps.TunnelCounters(m, t.Link.Ifindex)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sum.RxPackets += c.RxPackets
+		sum.RxBytes += c.RxBytes
+		sum.TxPackets += c.TxPackets
+		sum.TxBytes += c.TxBytes
+	}
+	return counts{r, sum}
 }
 
 // delta reports which counters moved between two snapshots.
-func delta(before, after counts) (reasons map[string]uint64, tunnel maps.Counters) {
+func delta(before, after counts) (reasons map[string]uint64, moved tunnel.Counters) {
 	reasons = map[string]uint64{}
 	for i := range after.reasons {
 		if d := after.reasons[i] - before.reasons[i]; d != 0 {
 			reasons[maps.ReasonName(maps.Reason(i))] = d
 		}
 	}
-	tunnel = maps.Counters{
+	moved = tunnel.Counters{
 		RxPackets: after.tunnel.RxPackets - before.tunnel.RxPackets,
 		RxBytes:   after.tunnel.RxBytes - before.tunnel.RxBytes,
 		TxPackets: after.tunnel.TxPackets - before.tunnel.TxPackets,
 		TxBytes:   after.tunnel.TxBytes - before.tunnel.TxBytes,
 	}
-	return reasons, tunnel
+	return reasons, moved
+}
+
+// toTunnel is a decapsulated frame as decap hands it to the tunnel
+// interface: from its veth peer, to it.
+func toTunnel(tb testing.TB, inner []byte) []byte {
+	return frame(tb, macTun, macTunPeer, inner)
 }
 
 func serialize(tb testing.TB, ls ...gopacket.SerializableLayer) []byte {

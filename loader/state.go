@@ -30,8 +30,8 @@ type State struct {
 	Attachment maps.Attachment
 	Tunnels    []TunnelState
 	Routes     []tunnel.Route // every IPv4 route through a tunnel interface, whoever added it
-	Reasons    []uint64 // indexed by maps.Reason
-	FastPath   []string // LAN devices with the XDP fast path
+	Reasons    []uint64       // indexed by maps.Reason
+	FastPath   []string       // LAN devices with the XDP fast path
 }
 
 // ReadState reads a pinned data plane.

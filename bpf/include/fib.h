@@ -59,6 +59,9 @@ static __always_inline int inner_source_ok(void *ctx, const struct iphdr *inner,
 	fib.ipv4_src = inner->daddr;
 	fib.ipv4_dst = inner->saddr;
 	fib.ifindex = ep->ifindex;
+	/* Any size fits: a tot_len of 0 would have the TC helper check this
+	 * packet's size against the route back (FRAG_NEEDED, not an answer). */
+	fib.tot_len = 1;
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
 		return 1;

@@ -9,6 +9,7 @@ import (
 
 	"github.com/grebpf/grebpf/bpf"
 	"github.com/grebpf/grebpf/internal/testutil"
+	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
 
@@ -45,13 +46,12 @@ func TestTunnelRoundTrip(t *testing.T) {
 	}
 	defer objs.Close()
 	key := uint32(0xdeadbeef)
-	in := maps.Tunnel{ID: 3, Name: "branch-office", Local: netip.MustParseAddr("10.0.0.1"),
-		Remote: netip.MustParseAddr("10.0.0.2"), Key: &key, TTL: 0, TOS: 0x20, MTU: 1472,
-		OverlayLocal: netip.MustParseAddr("192.168.9.1"), OverlayRemote: netip.MustParseAddr("192.168.9.2"), AddrOwned: true}
+	in := tunnel.Tunnel{Name: "branch-office", Local: netip.MustParseAddr("10.0.0.1"),
+		Remote: netip.MustParseAddr("10.0.0.2"), Key: &key, TTL: 0, TOS: 0x20, RPFilter: tunnel.RPLoose,
+		OverlayLocal: netip.MustParseAddr("192.168.9.1"), OverlayRemote: netip.MustParseAddr("192.168.9.2"),
+		WANNexthop: netip.MustParseAddr("10.0.0.254"),
+		Link:       tunnel.Link{Ifindex: 30, PeerIfindex: 31, WANIfindex: 2, MAC: [6]byte{2, 0, 0, 0, 0, 30}, PeerMAC: [6]byte{2, 0, 0, 0, 0, 31}}}
 	if err := maps.PutTunnel(&objs.GrebpfMaps, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := maps.PutRoute(&objs.GrebpfMaps, netip.MustParsePrefix("172.20.0.0/16"), 3); err != nil {
 		t.Fatal(err)
 	}
 	ts, err := maps.Tunnels(&objs.GrebpfMaps)
@@ -62,26 +62,43 @@ func TestTunnelRoundTrip(t *testing.T) {
 	if got.Key == nil || *got.Key != key {
 		t.Fatalf("key %v, want %#x", got.Key, key)
 	}
-	got.Key, in.Key = nil, nil
-	if got != in {
-		t.Errorf("got %+v\nwant %+v", got, in)
+	// The MACs live in the endpoint only: decap is their one reader.
+	want := in
+	want.Link.MAC, want.Link.PeerMAC = [6]byte{}, [6]byte{}
+	got.Key, want.Key = nil, nil
+	if got != want {
+		t.Errorf("got %+v\nwant %+v", got, want)
 	}
-	rs, err := maps.Routes(&objs.GrebpfMaps)
-	if err != nil || len(rs) != 1 || rs[0] != (maps.Route{Prefix: netip.MustParsePrefix("172.20.0.0/16"), TunnelID: 3}) {
-		t.Errorf("routes %v, %v", rs, err)
+	// Encap finds the tunnel under both of its devices.
+	for _, dev := range []uint32{30, 31} {
+		var v bpf.GrebpfTunnel
+		if err := objs.Tunnels.Lookup(dev, &v); err != nil || v.Ifindex != 30 || v.WanIfindex != 2 {
+			t.Errorf("tunnel under ifindex %d: %+v, %v", dev, v, err)
+		}
 	}
 	// The endpoint carries the key in network order, as decap compares it.
 	var ep bpf.GrebpfEndpoint
 	if err := objs.Endpoints.Lookup(bpf.GrebpfEndpointKey{Local: 0x0100000a, Remote: 0x0200000a}, &ep); err != nil {
 		t.Fatal(err)
 	}
-	if ep.TunnelId != 3 || ep.Flags != maps.FlagKey || ep.Key != 0xefbeadde {
+	if ep.Ifindex != 30 || ep.RxIfindex != 31 || ep.Flags != maps.FlagKey || ep.Key != 0xefbeadde ||
+		ep.Mac != in.Link.MAC || ep.PeerMac != in.Link.PeerMAC || ep.RpFilter != uint8(tunnel.RPLoose) {
 		t.Errorf("endpoint %+v", ep)
+	}
+	if c, err := maps.TunnelCounters(&objs.GrebpfMaps, 30); err != nil || c != (tunnel.Counters{}) {
+		t.Errorf("counters of a new tunnel: %+v, %v", c, err)
 	}
 	if err := maps.DeleteTunnel(&objs.GrebpfMaps, ts[0]); err != nil {
 		t.Fatal(err)
 	}
 	if ts, _ := maps.Tunnels(&objs.GrebpfMaps); len(ts) != 0 {
 		t.Errorf("tunnel left after delete: %v", ts)
+	}
+	if n, _ := objs.Tunnels.Info(); n != nil {
+		var k uint32
+		var v bpf.GrebpfTunnel
+		if objs.Tunnels.Iterate().Next(&k, &v) {
+			t.Errorf("tunnel map entry left after delete: ifindex %d", k)
+		}
 	}
 }

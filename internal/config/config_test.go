@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
 func r1() Router {
@@ -22,12 +24,15 @@ func TestValidateDefaults(t *testing.T) {
 		t.Errorf("decap %q tc %q", p.Decap, p.TC)
 	}
 	tun := p.Tunnels[0]
-	if tun.TTL != 64 || !tun.TOSInherit || tun.Key != nil || tun.MTU != 1476 || tun.ID != 1 {
+	if tun.TTL != 64 || !tun.TOSInherit || tun.Key != nil || tun.MTU != 1476 || tun.Name != "gre1" {
 		t.Errorf("tunnel %+v", tun)
 	}
-	want := []string{"192.168.1.2/32", "172.16.200.0/24"}
-	if len(p.Routes) != 2 || p.Routes[0].Prefix.String() != want[0] || p.Routes[1].Prefix.String() != want[1] {
-		t.Errorf("routes %v, want %v", p.Routes, want)
+	if tun.RPFilter != tunnel.RPStrict {
+		t.Errorf("rp_filter %s, want strict by default", tun.RPFilter)
+	}
+	// The peer's overlay address is the interface's own business.
+	if len(p.Routes) != 1 || p.Routes[0] != (tunnel.Route{Prefix: netip.MustParsePrefix("172.16.200.0/24"), Tunnel: "gre1"}) {
+		t.Errorf("routes %v, want 172.16.200.0/24 into gre1", p.Routes)
 	}
 }
 
@@ -62,8 +67,7 @@ func TestValidateErrors(t *testing.T) {
 		{"bad prefix", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.0/33"} }, "is not an IPv4 prefix"},
 		{"host bits", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.1/24"} }, "did you mean 172.16.200.0/24"},
 		{"overlapping routes", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.0.0/16", "172.16.200.0/24"} }, "172.16.0.0/16 overlaps route 172.16.200.0/24"},
-		{"route over peer overlay", func(r *Router) { r.Tunnels[0].Routes = []string{"192.168.1.0/24"} }, "overlaps"},
-		{"route loops", func(r *Router) { r.Tunnels[0].Routes = []string{"10.200.0.0/16"} }, "contains tunnel gre1's remote 10.200.0.1"},
+		{"bad rp-filter", func(r *Router) { r.Tunnels[0].RPFilter = "on" }, `rp-filter "on": use strict, loose or off`},
 		{"bad key", func(r *Router) { r.Tunnels[0].Key = "-1" }, "key \"-1\""},
 		{"bad ttl", func(r *Router) { r.Tunnels[0].TTL = "0" }, "use 1..255 or inherit"},
 		{"bad tos", func(r *Router) { r.Tunnels[0].TOS = "300" }, "use inherit or 0..255"},
@@ -78,7 +82,7 @@ func TestValidateErrors(t *testing.T) {
 			t2.Name, t2.Peer, t2.Routes = "gre2", "192.168.2.2", nil
 			r.Tunnels = append(r.Tunnels, t2)
 		}, "one tunnel per endpoint pair"},
-		{"long name", func(r *Router) { r.Tunnels[0].Name = "a-very-long-tunnel-name" }, "at most 15"},
+		{"long name", func(r *Router) { r.Tunnels[0].Name = "a-very-long-tunnel-name" }, "at most 14"},
 		{"fast path twice", func(r *Router) { r.FastPath = []string{"lan1", "lan1"} }, "name each LAN device once"},
 		{"kernel mode with bpf options", func(r *Router) { r.Mode, r.FastPath = ModeKernel, []string{"lan1"} }, "drop them with mode kernel"},
 		{"bad mode", func(r *Router) { r.Mode = "dpdk" }, `mode "dpdk": use bpf or kernel`},
@@ -114,6 +118,7 @@ tunnels:
     overlay: 192.168.1.1
     peer: 192.168.1.2
     routes: [172.16.200.0/24, 172.17.0.0/16]
+    rp_filter: loose
 `
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -126,7 +131,7 @@ tunnels:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Decap != "xdp" || p.Tunnels[0].Name != "hq" || *p.Tunnels[0].Key != 7 || len(p.Routes) != 3 {
+	if p.Decap != "xdp" || p.Tunnels[0].Name != "hq" || *p.Tunnels[0].Key != 7 || len(p.Routes) != 2 || p.Tunnels[0].RPFilter != tunnel.RPLoose {
 		t.Errorf("plan %+v", p)
 	}
 	if err := os.WriteFile(path, []byte("device: wan1\ntunels: []\n"), 0o600); err != nil {

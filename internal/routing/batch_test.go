@@ -9,6 +9,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/grebpf/grebpf/internal/tunnel"
+
 	"github.com/grebpf/grebpf/internal/testutil"
 )
 
@@ -57,7 +59,7 @@ func TestRouteBatch(t *testing.T) {
 	if err := b.flush(); err != nil {
 		t.Fatal(err)
 	}
-	rs, err := Ours(link.Attrs().Index)
+	rs, err := ours(link)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,10 +71,15 @@ func TestRouteBatch(t *testing.T) {
 			t.Fatalf("route %s: gw %s src %s mtu %d", r.Dst, r.Gw, r.Src, r.MTU)
 		}
 	}
-	if err := deleteRoutes(append(rs, rs[0])); err != nil {
+	for _, r := range append(rs, rs[0]) {
+		if err := b.del(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.flush(); err != nil {
 		t.Fatal(err)
 	}
-	if rs, _ := Ours(link.Attrs().Index); len(rs) != 0 {
+	if rs, _ := ours(link); len(rs) != 0 {
 		t.Fatalf("%d routes left after delete", len(rs))
 	}
 }
@@ -97,7 +104,12 @@ func TestRouteBatchError(t *testing.T) {
 	if !errors.Is(err, unix.ENETUNREACH) || err.Error() != "add route 100.64.0.2/32: network is unreachable" {
 		t.Fatalf("error %v, want add route 100.64.0.2/32: network is unreachable", err)
 	}
-	if rs, _ := Ours(link.Attrs().Index); len(rs) != 2 {
+	if rs, _ := ours(link); len(rs) != 2 {
 		t.Fatalf("%d routes installed, want the 2 good ones", len(rs))
 	}
+}
+
+// ours lists the grebpf routes through link.
+func ours(link netlink.Link) ([]netlink.Route, error) {
+	return Ours([]tunnel.Tunnel{{Link: tunnel.Link{Ifindex: uint32(link.Attrs().Index)}}})
 }

@@ -167,7 +167,7 @@ func BenchmarkDecap(b *testing.B) {
 		}
 		for _, p := range decapProgs(objs) {
 			b.Run(p.name+"/"+c.name, func(b *testing.B) {
-				benchProgram(b, p.prog, p.redirect, in, nil, false)
+				benchProgram(b, p.prog, p.delivered, in, nil, false)
 			})
 		}
 	}

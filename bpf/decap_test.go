@@ -18,17 +18,29 @@ import (
 func u32(v uint32) *uint32 { return &v }
 
 // decapProgs runs each case through both decap attach points.
+// decapProg is a decap program and its verdicts. A decapsulated packet
+// leaves XDP as a pass with metadata (to_tunnel_tc redirects it), TC as a
+// redirect.
 type decapProg struct {
-	name                 string
-	prog                 *ebpf.Program
-	pass, drop, redirect uint32
+	name                  string
+	prog                  *ebpf.Program
+	pass, drop, delivered uint32
+	meta                  bool
 }
 
 func decapProgs(objs *bpf.GrebpfObjects) []decapProg {
 	return []decapProg{
-		{"xdp", objs.DecapXdp, xdpPass, xdpDrop, xdpRedirect},
-		{"tc", objs.DecapTc, tcOK, tcShot, tcRedirect},
+		{"xdp", objs.DecapXdp, xdpPass, xdpDrop, xdpPass, true},
+		{"tc", objs.DecapTc, tcOK, tcShot, tcRedirect, false},
 	}
+}
+
+// delivered is the frame p hands on for the tunnel interface ifindex.
+func (p decapProg) output(tb testing.TB, ifindex uint32, inner []byte) []byte {
+	if p.meta {
+		return withMeta(ifindex, toTunnel(tb, inner))
+	}
+	return toTunnel(tb, inner)
 }
 
 type decapCase struct {
@@ -169,9 +181,9 @@ func TestDecap(t *testing.T) {
 				reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
 
 				if c.reason == "" {
-					want := toTunnel(t, inner)
-					if verdict != p.redirect {
-						t.Errorf("%s: verdict %d, want redirect %d", p.name, verdict, p.redirect)
+					want := p.output(t, fakeLink.Ifindex, inner)
+					if verdict != p.delivered {
+						t.Errorf("%s: verdict %d, want %d", p.name, verdict, p.delivered)
 					}
 					if d := diff(out, want); d != "" {
 						t.Errorf("%s: decapsulated frame:%s", p.name, d)
@@ -231,23 +243,25 @@ func TestDecapInnerSource(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			wan := wanNS(t, true)
-			objs := loadOn(t, testTunnel(nil, tunnelDevs(t, wan), c.rp))
 			inner := innerPacket(t, c.src, lan1Host, 0, 63)
-			for _, p := range append(decapProgs(objs), decapProg{"fastpath", objs.FastpathWan, xdpPass, xdpDrop, xdpRedirect}) {
+			link := tunnelDevs(t, wan)
+			objs := loadOn(t, testTunnel(nil, link, c.rp))
+			for _, p := range append(decapProgs(objs), decapProg{"fastpath", objs.FastpathWan, xdpPass, xdpDrop, xdpRedirect, false}) {
 				in := greFrame(t, wanRemote, wanLocal, plainGRE(), inner)
 				before := snapshot(t, &objs.GrebpfMaps)
 				verdict, out := run(t, p.prog, in, nil)
 				reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
 				if c.ok && p.name == "fastpath" {
 					// Forwarded as the FIB says, here out of the WAN.
-					if verdict != p.redirect || len(reasons) != 0 || moved.RxPackets != 1 {
+					if verdict != p.delivered || len(reasons) != 0 || moved.RxPackets != 1 {
 						t.Errorf("%s: verdict %d, counters %v %+v; want forwarded", p.name, verdict, reasons, moved)
 					}
 					continue
 				}
 				if c.ok {
-					if verdict != p.redirect || diff(out, toTunnel(t, inner)) != "" || len(reasons) != 0 || moved.RxPackets != 1 {
-						t.Errorf("%s: verdict %d, counters %v %+v, frame%s; want delivered to gre1", p.name, verdict, reasons, moved, diff(out, toTunnel(t, inner)))
+					want := p.output(t, link.Ifindex, inner)
+					if verdict != p.delivered || diff(out, want) != "" || len(reasons) != 0 || moved.RxPackets != 1 {
+						t.Errorf("%s: verdict %d, counters %v %+v, frame%s; want delivered to gre1", p.name, verdict, reasons, moved, diff(out, want))
 					}
 					continue
 				}

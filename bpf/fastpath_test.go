@@ -70,18 +70,19 @@ func TestFastpathWAN(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			wan := wanNS(t, true)
 			lanSide(t, c.neigh)
-			objs := loadOn(t, testTunnel(nil, tunnelDevs(t, wan), tunnel.RPLoose))
+			link := tunnelDevs(t, wan)
+			objs := loadOn(t, testTunnel(nil, link, tunnel.RPLoose))
 			inner := innerPacket(t, lan2Host, c.dst, 0, c.ttl)
 			in := greFrame(t, wanRemote, wanLocal, plainGRE(), inner)
 			before := snapshot(t, &objs.GrebpfMaps)
 			verdict, out := run(t, objs.FastpathWan, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(wan)})
 			reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
-			if verdict != xdpRedirect {
-				t.Fatalf("verdict %d, want redirect (reasons %v)", verdict, reasons)
-			}
-			want := toTunnel(t, inner)
+			want, wantVerdict := withMeta(link.Ifindex, toTunnel(t, inner)), uint32(xdpPass)
 			if c.forwards {
-				want = frame(t, macLANHost, macWAN, withTTL(t, inner, c.ttl-1))
+				want, wantVerdict = frame(t, macLANHost, macWAN, withTTL(t, inner, c.ttl-1)), xdpRedirect
+			}
+			if verdict != wantVerdict {
+				t.Fatalf("verdict %d, want %d (reasons %v)", verdict, wantVerdict, reasons)
 			}
 			if d := diff(out, want); d != "" {
 				t.Errorf("frame:%s", d)

@@ -58,16 +58,29 @@ static __always_inline int xdp_strip(struct xdp_md *ctx, const struct decap *d)
 	return 0;
 }
 
-/* Decap in XDP: the frame goes to the tunnel interface, or with forward
- * (the fast path) straight to where the FIB sends the inner packet when
- * that is not a tunnel and the neighbour is known. What the stack does
- * better stays with it: TTL <= 1 (time exceeded), local destinations,
- * transit into another tunnel, unresolved neighbours. */
+/* What decap in XDP tells to_tunnel_tc about a frame it stripped. */
+struct decap_meta {
+	__u32 magic;
+	__u32 ifindex; /* the tunnel interface */
+};
+
+#define DECAP_META_MAGIC 0x67726531 /* "gre1" */
+
+/* Decap in XDP strips the headers and passes the inner packet on with
+ * its tunnel in the frame's metadata; to_tunnel_tc, on the same device's
+ * TC ingress, hands it to the tunnel interface. Redirecting from XDP
+ * instead would turn the frame into an xdp_frame and lose what the skb
+ * knows, such as a partial checksum from a veth sender. With forward (the
+ * fast path) the frame goes straight to where the FIB sends the inner
+ * packet when that is not a tunnel and the neighbour is known. What the
+ * stack does better stays with it: TTL <= 1 (time exceeded), local
+ * destinations, transit into another tunnel, unresolved neighbours. */
 static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct bpf_fib_lookup fib = {};
+	struct decap_meta *meta;
 	struct iphdr *inner;
 	struct ethhdr *eth;
 	struct decap d;
@@ -109,7 +122,16 @@ static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
 		return xdp_forward(eth, inner, &fib);
 	eth_to_tunnel(eth, d.ep);
-	return bpf_redirect(d.ep->rx_ifindex, 0);
+	out = d.ep->ifindex;
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct decap_meta)))
+		return XDP_PASS; /* no room: to_tunnel_tc finds no tunnel, counts it */
+	data = (void *)(long)ctx->data;
+	meta = (void *)(long)ctx->data_meta;
+	if ((void *)(meta + 1) > data)
+		return XDP_PASS;
+	meta->magic = DECAP_META_MAGIC;
+	meta->ifindex = out;
+	return XDP_PASS;
 }
 
 SEC("xdp")
@@ -123,6 +145,26 @@ SEC("xdp")
 int fastpath_wan(struct xdp_md *ctx)
 {
 	return xdp_decap(ctx, 1);
+}
+
+/* TC ingress of the WAN device, behind XDP decap: a frame decap_xdp
+ * stripped goes to its tunnel interface, anything else on its way. */
+SEC("tc")
+int to_tunnel_tc(struct __sk_buff *skb)
+{
+	struct decap_meta *meta = (void *)(long)skb->data_meta;
+	struct tunnel *t;
+	__u32 dev;
+
+	if ((void *)(meta + 1) > (void *)(long)skb->data || meta->magic != DECAP_META_MAGIC)
+		return TC_ACT_OK;
+	dev = meta->ifindex;
+	t = bpf_map_lookup_elem(&tunnels, &dev);
+	if (!t) {
+		count_reason(REASON_NO_TUNNEL);
+		return TC_ACT_SHOT;
+	}
+	return bpf_redirect(t->rx_ifindex, 0);
 }
 
 SEC("tc")

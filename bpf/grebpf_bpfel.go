@@ -119,6 +119,7 @@ const (
 	GrebpfProgFastpathLan  = "fastpath_lan"
 	GrebpfProgFastpathWan  = "fastpath_wan"
 	GrebpfProgProbeDecapL3 = "probe_decap_l3"
+	GrebpfProgToTunnelTc   = "to_tunnel_tc"
 )
 
 // LoadGrebpf returns the embedded CollectionSpec for Grebpf.
@@ -169,6 +170,7 @@ type GrebpfProgramSpecs struct {
 	FastpathLan  *ebpf.ProgramSpec `ebpf:"fastpath_lan"`
 	FastpathWan  *ebpf.ProgramSpec `ebpf:"fastpath_wan"`
 	ProbeDecapL3 *ebpf.ProgramSpec `ebpf:"probe_decap_l3"`
+	ToTunnelTc   *ebpf.ProgramSpec `ebpf:"to_tunnel_tc"`
 }
 
 // GrebpfMapSpecs contains maps before they are loaded into the kernel.
@@ -241,6 +243,7 @@ type GrebpfPrograms struct {
 	FastpathLan  *ebpf.Program `ebpf:"fastpath_lan"`
 	FastpathWan  *ebpf.Program `ebpf:"fastpath_wan"`
 	ProbeDecapL3 *ebpf.Program `ebpf:"probe_decap_l3"`
+	ToTunnelTc   *ebpf.Program `ebpf:"to_tunnel_tc"`
 }
 
 func (p *GrebpfPrograms) Close() error {
@@ -251,6 +254,7 @@ func (p *GrebpfPrograms) Close() error {
 		p.FastpathLan,
 		p.FastpathWan,
 		p.ProbeDecapL3,
+		p.ToTunnelTc,
 	)
 }
 

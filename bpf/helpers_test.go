@@ -2,6 +2,7 @@ package bpf_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -164,6 +165,14 @@ func delta(before, after counts) (reasons map[string]uint64, moved tunnel.Counte
 // interface: from its veth peer, to it.
 func toTunnel(tb testing.TB, inner []byte) []byte {
 	return frame(tb, macTun, macTunPeer, inner)
+}
+
+// withMeta is an XDP frame as BPF_PROG_TEST_RUN returns it, metadata
+// first: decap_xdp's note to to_tunnel_tc naming the tunnel interface.
+func withMeta(ifindex uint32, frame []byte) []byte {
+	meta := binary.NativeEndian.AppendUint32(nil, 0x67726531)
+	meta = binary.NativeEndian.AppendUint32(meta, ifindex)
+	return append(meta, frame...)
 }
 
 func serialize(tb testing.TB, ls ...gopacket.SerializableLayer) []byte {

@@ -413,6 +413,16 @@ func attachDecap(dir string, objs *bpf.GrebpfObjects, l netlink.Link, att *maps.
 	if err != nil {
 		return false, fmt.Errorf("attach XDP decap to %s: %w", l.Attrs().Name, err)
 	}
+	// XDP decap passes what it stripped on to TC ingress, which hands it
+	// to the tunnel interface.
+	c, own, err := attachTC(filepath.Join(dir, pinDecapLink+"_tc"), filepath.Join(dir, pinDecapProg), objs.ToTunnelTc, idx, ebpf.AttachTCXIngress, &att.Tc, want)
+	if own {
+		att.Flags |= maps.AttachClsactOwned
+	}
+	if err != nil {
+		return changed, fmt.Errorf("attach to_tunnel_tc to %s: %w", l.Attrs().Name, err)
+	}
+	changed = changed || c
 	// XDP on a veth receives through NAPI only with GRO on or XDP on the
 	// peer; without it the ring overflows under TCP load.
 	if l.Type() == "veth" && flags == link.XDPDriverMode && att.Flags&maps.AttachGROOwned == 0 {

@@ -55,7 +55,7 @@ func detachDir(dir string) error {
 	dev, devErr := netlink.LinkByIndex(idx)
 	if idx != 0 && devErr == nil {
 		errs = append(errs, routing.ForgetNexthops(idx, tunnels, nil))
-		if att.Tc == bpf.GrebpfTcAttachTC_CLSACT && att.Decap == bpf.GrebpfDecapAttachDECAP_TC {
+		if att.Tc == bpf.GrebpfTcAttachTC_CLSACT {
 			if err := netlink.FilterDel(clsactFilter(idx, ebpf.AttachTCXIngress)); err != nil && !os.IsNotExist(err) {
 				errs = append(errs, fmt.Errorf("delete cls_bpf filter: %w", err))
 			}

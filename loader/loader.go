@@ -19,8 +19,8 @@ import (
 // Pin names inside a data plane's directory, besides the maps (pinned
 // under their own names).
 const (
-	pinDecapLink = "decap_link" // XDP or tcx link
-	pinDecapProg = "decap_prog" // clsact: cls_bpf holds the program, the pin names it
+	pinDecapLink = "decap_link" // XDP or tcx link; with XDP, decap_link_tc is to_tunnel_tc's tcx link
+	pinDecapProg = "decap_prog" // clsact: cls_bpf holds the TC ingress program, the pin names it
 	// encap_<ifindex>: encap's tcx link (or, under clsact, its program) on
 	// the tunnel interface ifindex.
 	pinEncapPrefix = "encap_"

@@ -124,6 +124,6 @@ func runAttach(g *globals, args []string) error {
 	if len(rep.FastPath) > 0 {
 		fast = ", XDP fast path on " + strings.Join(rep.FastPath, ", ")
 	}
-	fmt.Fprintf(g.out, "grebpf: %s on %s in %s, %s, encap tc egress via %s%s\n", verb, rep.Device, ns, mode, rep.TC, fast)
+	fmt.Fprintf(g.out, "grebpf: %s on %s in %s, %s, encap on the tunnel interfaces via %s%s\n", verb, rep.Device, ns, mode, rep.TC, fast)
 	return nil
 }

@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 GO ?= go
 DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod \
-	qemu-system-x86 busybox-static cpio xz-utils
+	qemu-system-x86 busybox-static cpio xz-utils frr
 KERNEL ?= 6.12
 
 .PHONY: all build deps generate demo test test-vm bench bench-vm fuzz clean

@@ -238,6 +238,7 @@ func applyTunnels(dir string, objs *bpf.GrebpfObjects, wan netlink.Link, att *ma
 				return nil, changed, err
 			}
 		}
+		p.MTU = t.MTU // the interface holds it, not the maps: Interface set it
 		if !had || !tunnel.SameConfig(p, t) || p.WANNexthop != t.WANNexthop || p.Link.WANIfindex != t.Link.WANIfindex {
 			changed = true
 			if err := maps.PutTunnel(m, t); err != nil {

@@ -141,7 +141,13 @@ func TestTunnel(t *testing.T) {
 // capture runs tcpdump in ns while fn runs and returns one line per packet.
 func capture(t *testing.T, ns, filter string, fn func()) []string {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, "tcpdump", "-lnni", "any", filter)
+	return captureOn(t, ns, "any", filter, fn)
+}
+
+// captureOn is capture on one device.
+func captureOn(t *testing.T, ns, dev, filter string, fn func()) []string {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", ns, "tcpdump", "-lnni", dev, filter)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -122,7 +122,9 @@ func TestEncap(t *testing.T) {
 }
 
 func TestEncapDrops(t *testing.T) {
-	ipv4 := func(tb testing.TB) []byte { return frame(tb, macTun, macTun, innerPacket(tb, lan1Host, lan2Host, 0, 63)) }
+	ipv4 := func(tb testing.TB) []byte {
+		return frame(tb, macTun, macTun, innerPacket(tb, lan1Host, lan2Host, 0, 63))
+	}
 	cases := []struct {
 		name    string
 		neigh   bool

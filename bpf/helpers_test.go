@@ -34,14 +34,14 @@ const (
 )
 
 var (
-	wanLocal   = netip.MustParseAddr("10.100.0.1")
-	wanRemote  = netip.MustParseAddr("10.200.0.1")
-	overlayR1  = netip.MustParseAddr("192.168.1.1")
-	overlayR2  = netip.MustParseAddr("192.168.1.2")
-	lan1Host   = net.IPv4(172, 16, 100, 1).To4()
-	lan2Host   = net.IPv4(172, 16, 200, 1).To4()
-	macR1      = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
-	macWAN     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
+	wanLocal  = netip.MustParseAddr("10.100.0.1")
+	wanRemote = netip.MustParseAddr("10.200.0.1")
+	overlayR1 = netip.MustParseAddr("192.168.1.1")
+	overlayR2 = netip.MustParseAddr("192.168.1.2")
+	lan1Host  = net.IPv4(172, 16, 100, 1).To4()
+	lan2Host  = net.IPv4(172, 16, 200, 1).To4()
+	macR1     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+	macWAN    = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
 )
 
 // The tunnel interface pair the tests configure where no namespace gives

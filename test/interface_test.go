@@ -212,8 +212,8 @@ func TestRoutingDaemons(t *testing.T) {
 			}
 			in(t, "r2", "ip", "addr", "add", "10.50.0.1/24", "dev", "lo")
 			conf := map[string]string{
-				"bgp/r1": "router bgp 65001\n bgp router-id 192.168.1.1\n no bgp ebgp-requires-policy\n neighbor 192.168.1.2 remote-as 65002\n address-family ipv4 unicast\n  network 172.16.100.0/24\n exit-address-family\n",
-				"bgp/r2": "router bgp 65002\n bgp router-id 192.168.1.2\n no bgp ebgp-requires-policy\n neighbor 192.168.1.1 remote-as 65001\n address-family ipv4 unicast\n  network 172.16.200.0/24\n  network 10.50.0.0/24\n exit-address-family\n",
+				"bgp/r1":  "router bgp 65001\n bgp router-id 192.168.1.1\n no bgp ebgp-requires-policy\n neighbor 192.168.1.2 remote-as 65002\n address-family ipv4 unicast\n  network 172.16.100.0/24\n exit-address-family\n",
+				"bgp/r2":  "router bgp 65002\n bgp router-id 192.168.1.2\n no bgp ebgp-requires-policy\n neighbor 192.168.1.1 remote-as 65001\n address-family ipv4 unicast\n  network 172.16.200.0/24\n  network 10.50.0.0/24\n exit-address-family\n",
 				"ospf/r1": "interface gre1\n ip ospf network point-to-point\n ip ospf hello-interval 1\n ip ospf dead-interval 4\nrouter ospf\n ospf router-id 192.168.1.1\n network 192.168.1.0/24 area 0\n network 172.16.100.0/24 area 0\n",
 				"ospf/r2": "interface gre1\n ip ospf network point-to-point\n ip ospf hello-interval 1\n ip ospf dead-interval 4\nrouter ospf\n ospf router-id 192.168.1.2\n network 192.168.1.0/24 area 0\n network 172.16.200.0/24 area 0\n network 10.50.0.0/24 area 0\n",
 			}

@@ -210,8 +210,8 @@ func TestRoutingDaemons(t *testing.T) {
 			}
 			in(t, "r2", "ip", "addr", "add", "10.50.0.1/24", "dev", "lo")
 			conf := map[string]string{
-				"bgp/r1":  "router bgp 65001\n bgp router-id 192.168.1.1\n no bgp ebgp-requires-policy\n neighbor 192.168.1.2 remote-as 65002\n address-family ipv4 unicast\n  network 172.16.100.0/24\n exit-address-family\n",
-				"bgp/r2":  "router bgp 65002\n bgp router-id 192.168.1.2\n no bgp ebgp-requires-policy\n neighbor 192.168.1.1 remote-as 65001\n address-family ipv4 unicast\n  network 172.16.200.0/24\n  network 10.50.0.0/24\n exit-address-family\n",
+				"bgp/r1": "router bgp 65001\n bgp router-id 192.168.1.1\n no bgp ebgp-requires-policy\n neighbor 192.168.1.2 remote-as 65002\n address-family ipv4 unicast\n  network 172.16.100.0/24\n exit-address-family\n",
+				"bgp/r2": "router bgp 65002\n bgp router-id 192.168.1.2\n no bgp ebgp-requires-policy\n neighbor 192.168.1.1 remote-as 65001\n address-family ipv4 unicast\n  network 172.16.200.0/24\n  network 10.50.0.0/24\n exit-address-family\n",
 			}
 			for _, r := range []string{"r1", "r2"} {
 				startFRR(t, r, proto, conf[proto+"/"+r])

@@ -377,12 +377,13 @@ var dropCases = []dropCase{
 // (ip_gre would hand it to IPv6; grebpf is IPv4-only and drops it).
 func TestParityDrops(t *testing.T) {
 	needIPGRE(t)
-	// r2 with the lab's tunnel and a second, keyed one.
+	// r2 with the lab's tunnel and a second, keyed one. The injected inner
+	// source (lan1) is routed through gre1, so gre2 checks it loosely.
 	config := filepath.Join(t.TempDir(), "r2.yaml")
 	if err := os.WriteFile(config, []byte(`device: wan2
 tunnels:
   - {name: gre1, local: 10.200.0.1, remote: 10.100.0.1, overlay: 192.168.1.2, peer: 192.168.1.1, routes: [172.16.100.0/24]}
-  - {name: gre2, local: 10.200.0.1, remote: 10.100.0.2, key: 42, overlay: 192.168.2.2, peer: 192.168.2.1}
+  - {name: gre2, local: 10.200.0.1, remote: 10.100.0.2, key: 42, overlay: 192.168.2.2, peer: 192.168.2.1, rp_filter: loose}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -193,15 +193,16 @@ func TestStableIdentity(t *testing.T) {
 }
 
 // Real routing daemons over the tunnel interface: FRR's BGP between the
-// overlay addresses. Routes they learn carry traffic
-// both ways; grebpf itself installs no LAN route here.
+// overlay addresses, and OSPF on gre1 (multicast hellos through the
+// tunnel). Routes they learn carry traffic both ways; grebpf itself
+// installs no LAN route here.
 func TestRoutingDaemons(t *testing.T) {
 	for _, d := range []string{"zebra", "bgpd", "ospfd"} {
 		if _, err := os.Stat("/usr/lib/frr/" + d); err != nil {
 			t.Fatalf("needs FRR (/usr/lib/frr/%s): install Debian's frr (make deps)", d)
 		}
 	}
-	for _, proto := range []string{"bgp"} {
+	for _, proto := range []string{"bgp", "ospf"} {
 		t.Run(proto, func(t *testing.T) {
 			labUp(t)
 			for _, r := range []string{"r2", "r1"} {
@@ -212,12 +213,16 @@ func TestRoutingDaemons(t *testing.T) {
 			conf := map[string]string{
 				"bgp/r1": "router bgp 65001\n bgp router-id 192.168.1.1\n no bgp ebgp-requires-policy\n neighbor 192.168.1.2 remote-as 65002\n address-family ipv4 unicast\n  network 172.16.100.0/24\n exit-address-family\n",
 				"bgp/r2": "router bgp 65002\n bgp router-id 192.168.1.2\n no bgp ebgp-requires-policy\n neighbor 192.168.1.1 remote-as 65001\n address-family ipv4 unicast\n  network 172.16.200.0/24\n  network 10.50.0.0/24\n exit-address-family\n",
+				// gre1 is unnumbered (a /32 with a peer), which a network
+				// statement does not match: OSPF is enabled per interface.
+				"ospf/r1": ospfConf("192.168.1.1", "lan1"),
+				"ospf/r2": ospfConf("192.168.1.2", "lan2"),
 			}
 			for _, r := range []string{"r1", "r2"} {
 				startFRR(t, r, proto, conf[proto+"/"+r])
 			}
 			want := map[string]*regexp.Regexp{
-				"r1": regexp.MustCompile(`10\.50\.0\.0/24 (nhid \d+ )?via 192\.168\.1\.2 dev gre1 proto ` + proto),
+				"r1": regexp.MustCompile(`172\.16\.200\.0/24 (nhid \d+ )?via 192\.168\.1\.2 dev gre1 proto ` + proto),
 				"r2": regexp.MustCompile(`172\.16\.100\.0/24 (nhid \d+ )?via 192\.168\.1\.1 dev gre1 proto ` + proto),
 			}
 			for r, re := range want {
@@ -228,7 +233,9 @@ func TestRoutingDaemons(t *testing.T) {
 					return ""
 				})
 			}
-			mustPing(t, "lan1", "10.50.0.1")
+			if proto == "bgp" {
+				mustPing(t, "lan1", "10.50.0.1")
+			}
 			mustPing(t, "lan1", "172.16.200.1")
 			mustPing(t, "lan2", "172.16.100.1")
 			if hops := traceroute(t, "lan1", "172.16.200.1", 5); strings.Join(hops, " ") != "172.16.100.254 192.168.1.2 172.16.200.1" {
@@ -236,6 +243,14 @@ func TestRoutingDaemons(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ospfConf is one router's OSPF: hellos every second on gre1, its LAN
+// advertised but passive.
+func ospfConf(routerID, lan string) string {
+	return "interface gre1\n ip ospf area 0\n ip ospf network point-to-point\n ip ospf hello-interval 1\n ip ospf dead-interval 4\n" +
+		"interface " + lan + "\n ip ospf area 0\n ip ospf passive\n" +
+		"router ospf\n ospf router-id " + routerID + "\n"
 }
 
 // startFRR runs zebra and the protocol's daemon in router ns with config,

@@ -256,10 +256,15 @@ int encap_tc(struct __sk_buff *skb)
 	segs = skb->gso_segs ? skb->gso_segs : 1;
 
 	/* FIXED_GSO + ENCAP flags: a TSO/GSO packet stays one packet and the
-	 * kernel segments it as GRE further down. */
+	 * kernel segments it as GRE further down. The kernel refuses the
+	 * flags on a packet it still marks as encapsulated: one a BPF decap
+	 * handed on (nothing there can clear the mark), in transit from
+	 * another tunnel. A single packet needs no GSO state, so it is
+	 * encapsulated without them; a GSO one cannot be, and is counted. */
 	if (bpf_skb_adjust_room(skb, encap_len(t), BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
-					BPF_F_ADJ_ROOM_ENCAP_L4_GRE)) {
+					BPF_F_ADJ_ROOM_ENCAP_L4_GRE) &&
+	    (skb->gso_segs > 1 || bpf_skb_adjust_room(skb, encap_len(t), BPF_ADJ_ROOM_MAC, 0))) {
 		count_reason(REASON_ENCAP_FAILED);
 		return TC_ACT_SHOT;
 	}

@@ -10,12 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/grebpf/grebpf/internal/lab"
 	"github.com/grebpf/grebpf/loader"
 )
 
@@ -124,22 +124,21 @@ func labUp(t *testing.T, extra ...string) {
 	t.Cleanup(func() { grebpf(t, "lab", "down") })
 }
 
-// attachArgs are the lab's tunnel, as a user would type it, per router.
-// In extra, LAN stands for the router's LAN device.
+// attachArgs are the lab's tunnel, as a user would type it, per router
+// (r1 or r2). In extra, LAN stands for the router's LAN device.
 func attachArgs(router string, extra ...string) []string {
-	extra = slices.Clone(extra)
-	for i, a := range extra {
-		if a == "LAN" {
-			extra[i] = map[string]string{"r1": "lan1", "r2": "lan2"}[router]
+	s := lab.Site(map[string]int{"r1": 1, "r2": 2}[router])
+	cfg := lab.Default.Router(s)
+	tn := cfg.Tunnels[0]
+	a := []string{"--netns", router, "attach", "--dev", cfg.Device, "--local", tn.Local, "--remote", tn.Remote,
+		"--overlay", tn.Overlay, "--peer", tn.Peer, "--route", tn.Routes[0]}
+	for _, e := range extra {
+		if e == "LAN" {
+			e = s.Host()
 		}
+		a = append(a, e)
 	}
-	a := map[string][]string{
-		"r1": {"--netns", "r1", "attach", "--dev", "wan1", "--local", "10.100.0.1", "--remote", "10.200.0.1",
-			"--overlay", "192.168.1.1", "--peer", "192.168.1.2", "--route", "172.16.200.0/24"},
-		"r2": {"--netns", "r2", "attach", "--dev", "wan2", "--local", "10.200.0.1", "--remote", "10.100.0.1",
-			"--overlay", "192.168.1.2", "--peer", "192.168.1.1", "--route", "172.16.100.0/24"},
-	}[router]
-	return append(slices.Clone(a), extra...)
+	return a
 }
 
 // attachBoth attaches r2 then r1 (decap live before the peer encapsulates).

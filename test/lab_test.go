@@ -185,7 +185,13 @@ func captureOn(t *testing.T, ns, dev, filter string, fn func()) []string {
 // and the sender's retransmits.
 func iperf(t *testing.T, seconds int) (float64, int) {
 	t.Helper()
-	server := exec.Command("ip", "netns", "exec", "lan2", "iperf3", "-s", "-1")
+	return iperfBetween(t, "lan1", "lan2", "172.16.200.1", seconds)
+}
+
+// iperfBetween runs iperf3 TCP from one namespace to another's address.
+func iperfBetween(t *testing.T, from, to, addr string, seconds int) (float64, int) {
+	t.Helper()
+	server := exec.Command("ip", "netns", "exec", to, "iperf3", "-s", "-1")
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -194,12 +200,12 @@ func iperf(t *testing.T, seconds int) (float64, int) {
 		server.Wait()
 	}()
 	eventually(t, 5*time.Second, func() string {
-		if strings.Contains(in(t, "lan2", "ss", "-Hltn", "sport", "=", ":5201"), "5201") {
+		if strings.Contains(in(t, to, "ss", "-Hltn", "sport", "=", ":5201"), "5201") {
 			return ""
 		}
-		return "iperf3 server in lan2 never listened"
+		return "iperf3 server in " + to + " never listened"
 	})
-	r := execute(t, "ip", "netns", "exec", "lan1", "iperf3", "-c", "172.16.200.1", "-t", strconv.Itoa(seconds), "-J")
+	r := execute(t, "ip", "netns", "exec", from, "iperf3", "-c", addr, "-t", strconv.Itoa(seconds), "-J")
 	if r.code != 0 {
 		t.Fatalf("iperf3 client: exit %d\n%s%s", r.code, r.out, r.stderr)
 	}

@@ -26,8 +26,10 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 		routes   listFlag
 		fastpath listFlag
 		file     string
+		site     string
 	)
-	fs.StringVar(&file, "config", "", "YAML file describing the router (device, tunnels, routes)")
+	fs.StringVar(&file, "config", "", "YAML file describing the router (device, tunnels, routes), or several under sites:")
+	fs.StringVar(&site, "site", "", "with --config: the part of the file under sites: to attach")
 	fs.StringVar(&r.Device, "dev", "", "WAN device")
 	fs.StringVar(&r.Mode, "mode", "", "bpf (default) or kernel (an ip_gre netdev per tunnel: the fallback)")
 	fs.StringVar(&r.Decap, "decap", "", "where to decapsulate: auto, xdp or tc (default auto: tc on veth, xdp elsewhere)")
@@ -57,6 +59,9 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 		}
 	})
 	if file == "" {
+		if site != "" {
+			return r, errors.New("attach: --site picks a part of a config file: give --config FILE too")
+		}
 		if tunnelFlags {
 			r.Tunnels = []config.Tunnel{t}
 		}
@@ -65,7 +70,7 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	if tunnelFlags {
 		return r, errors.New("attach: give either --config or tunnel flags, not both")
 	}
-	fromFile, err := config.Load(file)
+	fromFile, err := config.Load(file, site)
 	if err != nil {
 		return r, err
 	}

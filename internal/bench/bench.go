@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -32,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/grebpf/grebpf/bpf"
+	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/internal/lab"
 	"github.com/grebpf/grebpf/internal/netns"
 	"github.com/grebpf/grebpf/loader"
@@ -107,10 +107,10 @@ func modes(o Options) []mode {
 			return nil, nil
 		}},
 		{"routing", "kernel routing, no tunnel: the WAN routes the LAN prefixes", toLAN2, func(p *progs) (func(), error) {
-			return nil, lanRoutesOnWAN()
+			return nil, lab.Default.RouteLANsOnWAN()
 		}},
 		{"xdp-forward", "XDP forwarding, no tunnel: the ceiling", toLAN2, func(p *progs) (func(), error) {
-			if err := lanRoutesOnWAN(); err != nil {
+			if err := lab.Default.RouteLANsOnWAN(); err != nil {
 				return nil, err
 			}
 			return p.attachAll(p.objs.FwdXdp, [][2]string{{"r1", "lan1"}, {"r1", "wan1"}, {"r2", "wan2"}, {"r2", "lan2"}})
@@ -122,7 +122,7 @@ func modes(o Options) []mode {
 			if !loader.HaveIPGRE() {
 				return nil, errUnavailable
 			}
-			return nil, attachRouters(func(r string) error { _, err := loader.AttachKernel(r, lab.Router(r)); return err })
+			return nil, lab.Default.Attach(lab.TunnelKernel, nil)
 		}},
 	}
 }
@@ -136,8 +136,7 @@ func grebpfMode(o Options, args ...string) func(p *progs) (func(), error) {
 				return nil, errUnavailable
 			}
 		}
-		return nil, attachRouters(func(r string) error {
-			cfg := lab.Router(r)
+		return nil, lab.Default.Attach(lab.TunnelBPF, func(s lab.Site, cfg *config.Router) {
 			for i := 0; i < o.Routes; i++ {
 				cfg.Tunnels[0].Routes = append(cfg.Tunnels[0].Routes,
 					netip.AddrFrom4([4]byte{100, byte(64 + i>>16), byte(i >> 8), byte(i)}).String()+"/32")
@@ -146,35 +145,10 @@ func grebpfMode(o Options, args ...string) func(p *progs) (func(), error) {
 			case "--decap":
 				cfg.Decap = args[1]
 			case "--fastpath":
-				cfg.FastPath = []string{map[string]string{"r1": "lan1", "r2": "lan2"}[r]}
+				cfg.FastPath = []string{s.Host()}
 			}
-			_, err := loader.Attach(r, cfg)
-			return err
 		})
 	}
-}
-
-// attachRouters attaches r2 first: its decap must be live before r1 encapsulates.
-func attachRouters(attach func(router string) error) error {
-	for _, r := range []string{"r2", "r1"} {
-		if err := netns.Do(r, func() error { return attach(r) }); err != nil {
-			return fmt.Errorf("attach in %s: %w", r, err)
-		}
-	}
-	return nil
-}
-
-// lanRoutesOnWAN lets the WAN router route the LANs, for the no-tunnel modes.
-func lanRoutesOnWAN() error {
-	for _, c := range [][]string{
-		{"-n", "wan", "route", "replace", "172.16.100.0/24", "via", "10.100.0.1"},
-		{"-n", "wan", "route", "replace", "172.16.200.0/24", "via", "10.200.0.1"},
-	} {
-		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %s", strings.Join(c, " "), out)
-		}
-	}
-	return nil
 }
 
 // attachAll puts prog on each (namespace, device) in native XDP mode.
@@ -302,7 +276,7 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 	// XDP redirects on r1/r2 lose a veth sender's partial checksums: those
 	// modes need the hosts' checksum offload off (see lab), the others not.
 	xdpRouters := m.name == "grebpf-fastpath" || m.name == "xdp-forward"
-	if err := lab.Up(lab.TunnelNone, xdpRouters); err != nil {
+	if err := lab.Default.Up(lab.TunnelNone, xdpRouters); err != nil {
 		return r, err
 	}
 	defer lab.Down()

@@ -5,8 +5,10 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,52 +44,76 @@ const DefaultTTL = 64
 
 // Router is everything attach applies to one network namespace.
 type Router struct {
-	Device string `yaml:"device"`
+	Device string `yaml:"device,omitempty"`
 	// Mode is bpf (the default) or kernel (an ip_gre netdev per tunnel).
-	Mode string `yaml:"mode"`
+	Mode string `yaml:"mode,omitempty"`
 	// Decap is where decapsulation runs: auto, xdp or tc.
-	Decap string `yaml:"decap"`
+	Decap string `yaml:"decap,omitempty"`
 	// XDPGeneric attaches XDP in generic (skb) mode instead of native.
-	XDPGeneric bool `yaml:"xdp_generic"`
+	XDPGeneric bool `yaml:"xdp_generic,omitempty"`
 	// TC is how TC programs attach: auto (tcx where the kernel has it), tcx, clsact.
-	TC string `yaml:"tc"`
+	TC string `yaml:"tc,omitempty"`
 	// FastPath lists LAN devices whose traffic into the tunnels XDP
 	// encapsulates and redirects itself; with it, WAN decap forwards too.
-	FastPath []string `yaml:"fastpath"`
-	Tunnels  []Tunnel `yaml:"tunnels"`
+	FastPath []string `yaml:"fastpath,omitempty"`
+	Tunnels  []Tunnel `yaml:"tunnels,omitempty"`
 }
 
 // Tunnel is one GRE tunnel and the inner prefixes routed into it.
 type Tunnel struct {
-	Name   string `yaml:"name"`
-	Local  string `yaml:"local"`
-	Remote string `yaml:"remote"`
+	Name   string `yaml:"name,omitempty"`
+	Local  string `yaml:"local,omitempty"`
+	Remote string `yaml:"remote,omitempty"`
 	// Key is the GRE key; empty means none.
-	Key string `yaml:"key"`
+	Key string `yaml:"key,omitempty"`
 	// TTL is the outer TTL, 1..255, or "inherit"; empty means 64.
-	TTL string `yaml:"ttl"`
+	TTL string `yaml:"ttl,omitempty"`
 	// TOS is "inherit" (the default) or a fixed value 0..255.
-	TOS string `yaml:"tos"`
+	TOS string `yaml:"tos,omitempty"`
 	// Overlay is this side's tunnel address, Peer the other side's.
-	Overlay string   `yaml:"overlay"`
-	Peer    string   `yaml:"peer"`
-	Routes  []string `yaml:"routes"`
+	Overlay string   `yaml:"overlay,omitempty"`
+	Peer    string   `yaml:"peer,omitempty"`
+	Routes  []string `yaml:"routes,omitempty"`
 	// RPFilter checks decapsulated packets' sources: strict (the default),
 	// loose or off.
-	RPFilter string `yaml:"rp_filter"`
+	RPFilter string `yaml:"rp_filter,omitempty"`
 }
 
-// Load reads a YAML router description.
-func Load(path string) (Router, error) {
-	var r Router
+// File is a YAML config: one router's settings at the top level, or
+// several routers under sites: (one file for a whole network, each router
+// attaching its own part).
+type File struct {
+	Router `yaml:",inline"`
+	Sites  map[string]Router `yaml:"sites"`
+}
+
+// Load reads a YAML config and returns the router to attach: the top
+// level, or with site the part under sites: of that name.
+func Load(path, site string) (Router, error) {
+	var f File
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return r, fmt.Errorf("read config: %w", err)
+		return f.Router, fmt.Errorf("read config: %w", err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(&r); err != nil {
-		return r, fmt.Errorf("config %s: %v", path, err)
+	if err := dec.Decode(&f); err != nil {
+		return f.Router, fmt.Errorf("config %s: %v", path, err)
+	}
+	names := slices.Sorted(maps.Keys(f.Sites))
+	switch {
+	case len(f.Sites) > 0 && !reflect.ValueOf(f.Router).IsZero():
+		return f.Router, fmt.Errorf("config %s: put every setting under sites: or none", path)
+	case site == "" && len(f.Sites) > 0:
+		return f.Router, fmt.Errorf("config %s describes sites %s: pick one with --site NAME", path, strings.Join(names, ", "))
+	case site == "":
+		return f.Router, nil
+	case len(f.Sites) == 0:
+		return f.Router, fmt.Errorf("config %s has no sites: section: drop --site %s", path, site)
+	}
+	r, ok := f.Sites[site]
+	if !ok {
+		return r, fmt.Errorf("config %s has no site %q: have %s", path, site, strings.Join(names, ", "))
 	}
 	return r, nil
 }

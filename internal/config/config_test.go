@@ -123,7 +123,7 @@ tunnels:
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Load(path)
+	r, err := Load(path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,8 +137,52 @@ tunnels:
 	if err := os.WriteFile(path, []byte("device: wan1\ntunels: []\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "tunels") {
+	if _, err := Load(path, ""); err == nil || !strings.Contains(err.Error(), "tunels") {
 		t.Errorf("misspelt field: %v", err)
+	}
+}
+
+// One file for every site: --site picks a router's part, and every way of
+// picking wrongly says what to do.
+func TestLoadSites(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sites.yaml")
+	sites := `sites:
+  r1:
+    device: wan1
+    tunnels: [{name: gre1, local: 10.100.0.1, remote: 10.200.0.1, overlay: 192.168.1.1, peer: 192.168.1.2}]
+  r2:
+    device: wan2
+    tunnels: [{name: gre1, local: 10.200.0.1, remote: 10.100.0.1, overlay: 192.168.1.2, peer: 192.168.1.1}]
+`
+	if err := os.WriteFile(path, []byte(sites), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(path, "r2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Device != "wan2" || len(r.Tunnels) != 1 || r.Tunnels[0].Local != "10.200.0.1" {
+		t.Errorf("site r2: %+v", r)
+	}
+	for site, want := range map[string]string{
+		"":   "describes sites r1, r2: pick one with --site NAME",
+		"r9": `has no site "r9": have r1, r2`,
+	} {
+		if _, err := Load(path, site); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("site %q: %v, want %q", site, err, want)
+		}
+	}
+	if err := os.WriteFile(path, []byte("device: wan1\n"+sites), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path, "r1"); err == nil || !strings.Contains(err.Error(), "under sites: or none") {
+		t.Errorf("mixed file: %v", err)
+	}
+	if err := os.WriteFile(path, []byte("device: wan1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path, "r1"); err == nil || !strings.Contains(err.Error(), "drop --site r1") {
+		t.Errorf("site on a single-router file: %v", err)
 	}
 }
 

@@ -63,9 +63,6 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 	if err != nil {
 		return rep, err
 	}
-	if Attached(ns) {
-		return rep, fmt.Errorf("grebpf is attached in bpf mode in %s: run grebpf detach first", ns)
-	}
 	if !HaveIPGRE() {
 		return rep, ErrNoIPGRE
 	}

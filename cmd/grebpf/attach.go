@@ -103,19 +103,13 @@ func runAttach(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if r.Mode == config.ModeKernel {
-		if _, err := loader.AttachKernel(ns, r); err != nil {
-			return err
-		}
-		fmt.Fprintf(g.out, "grebpf: attached on %s in %s with ip_gre (mode kernel)\n", r.Device, ns)
-		return nil
-	}
-	if loader.KernelAttached() {
-		return fmt.Errorf("grebpf is attached in kernel mode in %s: run grebpf detach first", ns)
-	}
-	rep, err := loader.Attach(ns, r)
+	rep, err := loader.AttachWith(ns, r)
 	if err != nil {
 		return err
+	}
+	if r.Mode == config.ModeKernel {
+		fmt.Fprintf(g.out, "grebpf: attached on %s in %s with ip_gre (mode kernel)\n", r.Device, ns)
+		return nil
 	}
 	verb := "attached"
 	if !rep.Changed {

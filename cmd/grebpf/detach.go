@@ -1,9 +1,9 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
+	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/loader"
 )
 
@@ -16,21 +16,18 @@ func runDetach(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if loader.KernelAttached() {
-		if err := loader.DetachKernel(); err != nil {
-			return err
-		}
-		fmt.Fprintf(g.out, "grebpf: detached ip_gre tunnels in %s\n", ns)
-		return nil
-	}
-	err = loader.Detach(ns)
-	if errors.Is(err, loader.ErrNotAttached) {
+	b := loader.AttachedBackend(ns)
+	if b == nil {
 		// Detach is idempotent: nothing there is the state asked for.
 		fmt.Fprintf(g.out, "grebpf: nothing attached in %s\n", ns)
 		return nil
 	}
-	if err != nil {
+	if err := b.Detach(ns); err != nil {
 		return err
+	}
+	if b.Mode() == config.ModeKernel {
+		fmt.Fprintf(g.out, "grebpf: detached ip_gre tunnels in %s\n", ns)
+		return nil
 	}
 	fmt.Fprintf(g.out, "grebpf: detached in %s\n", ns)
 	return nil

@@ -115,10 +115,10 @@ func (g *globals) state() (loader.State, error) {
 	if err != nil {
 		return loader.State{}, err
 	}
-	if !loader.Attached(ns) && loader.KernelAttached() {
-		return loader.KernelState(ns)
+	if b := loader.AttachedBackend(ns); b != nil {
+		return b.State(ns)
 	}
-	return loader.ReadState(ns)
+	return loader.ReadState(ns) // says that nothing is attached, and what to do
 }
 
 func (g *globals) printJSON(v any) error {

@@ -14,7 +14,7 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"frob"}, `unknown command "frob"`},
 		{[]string{"--bogus", "show"}, "flag provided but not defined"},
 		{[]string{"--netns", "no-such-ns-here", "show"}, `no network namespace "no-such-ns-here"`},
-		{[]string{"lab"}, "lab: say up or down"},
+		{[]string{"lab"}, "lab: say up, down or config"},
 		{[]string{"lab", "sideways"}, `unknown action "sideways"`},
 		{[]string{"lab", "up", "--tunnel", "vxlan"}, `tunnel "vxlan": use none, bpf or kernel`},
 		{[]string{"bench", "--rounds", "0"}, "rounds 0: use 1 or more"},

@@ -20,11 +20,11 @@ import (
 	"github.com/grebpf/grebpf/loader"
 )
 
-// Tunnel modes.
+// Tunnel modes: none, or a backend's mode.
 const (
 	TunnelNone   = "none"
-	TunnelBPF    = "bpf"
-	TunnelKernel = "kernel"
+	TunnelBPF    = config.ModeBPF
+	TunnelKernel = config.ModeKernel
 )
 
 // Topologies: a tunnel between every pair of sites, or r1 as the hub
@@ -347,14 +347,10 @@ func (l Lab) Attach(tunnel string, edit func(Site, *config.Router)) error {
 		if edit != nil {
 			edit(s, &cfg)
 		}
+		cfg.Mode = tunnel
 		r := s.Router()
 		err := netns.Do(r, func() error {
-			var err error
-			if tunnel == TunnelKernel {
-				_, err = loader.AttachKernel(r, cfg)
-			} else {
-				_, err = loader.Attach(r, cfg)
-			}
+			_, err := loader.AttachWith(r, cfg)
 			return err
 		})
 		if err != nil {
@@ -374,9 +370,15 @@ func Down() error {
 	// that finds its device half gone fails (seen on 6.1: r2's wan2 went
 	// with the wan namespace).
 	for _, ns := range all {
-		if netns.Exists(ns) && loader.Attached(ns) {
-			errs = append(errs, netns.Do(ns, func() error { return loader.Detach(ns) }))
+		if !netns.Exists(ns) {
+			continue
 		}
+		errs = append(errs, netns.Do(ns, func() error {
+			if b := loader.AttachedBackend(ns); b != nil {
+				return b.Detach(ns)
+			}
+			return nil
+		}))
 	}
 	for _, ns := range all {
 		if netns.Exists(ns) {

@@ -1,0 +1,78 @@
+package loader
+
+import (
+	"fmt"
+
+	"github.com/grebpf/grebpf/internal/config"
+)
+
+// Backend is one way to realise a router's tunnels: grebpf's BPF programs
+// on tunnel interfaces, or the kernel's ip_gre netdevs, the fallback and
+// yardstick. Both take the same config and report the same state, so
+// everything above them (attach, detach, show, stats, lab, bench) is
+// written once.
+type Backend interface {
+	Mode() string
+	Attach(ns string, r config.Router) (Report, error)
+	Detach(ns string) error
+	State(ns string) (State, error)
+	// Attached says whether this backend has tunnels in ns, which is the
+	// current network namespace.
+	Attached(ns string) bool
+}
+
+type bpfBackend struct{}
+
+func (bpfBackend) Mode() string                                      { return config.ModeBPF }
+func (bpfBackend) Attach(ns string, r config.Router) (Report, error) { return Attach(ns, r) }
+func (bpfBackend) Detach(ns string) error                            { return Detach(ns) }
+func (bpfBackend) State(ns string) (State, error)                    { return ReadState(ns) }
+func (bpfBackend) Attached(ns string) bool                           { return Attached(ns) }
+
+type kernelBackend struct{}
+
+func (kernelBackend) Mode() string                                      { return config.ModeKernel }
+func (kernelBackend) Attach(ns string, r config.Router) (Report, error) { return AttachKernel(ns, r) }
+func (kernelBackend) Detach(string) error                               { return DetachKernel() }
+func (kernelBackend) State(ns string) (State, error)                    { return KernelState(ns) }
+func (kernelBackend) Attached(string) bool                              { return KernelAttached() }
+
+var backends = []Backend{bpfBackend{}, kernelBackend{}}
+
+// BackendFor is the backend of a mode: bpf (or empty) or kernel.
+func BackendFor(mode string) (Backend, error) {
+	if mode == "" {
+		mode = config.ModeBPF
+	}
+	for _, b := range backends {
+		if b.Mode() == mode {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("mode %q: use bpf or kernel", mode)
+}
+
+// AttachedBackend is the backend with tunnels in ns (the current network
+// namespace), or nil when nothing is attached.
+func AttachedBackend(ns string) Backend {
+	for _, b := range backends {
+		if b.Attached(ns) {
+			return b
+		}
+	}
+	return nil
+}
+
+// AttachWith attaches r with the backend of its mode, refusing when the
+// other backend holds the namespace: the two would fight over the
+// tunnel names and routes.
+func AttachWith(ns string, r config.Router) (Report, error) {
+	b, err := BackendFor(r.Mode)
+	if err != nil {
+		return Report{}, err
+	}
+	if cur := AttachedBackend(ns); cur != nil && cur.Mode() != b.Mode() {
+		return Report{}, fmt.Errorf("grebpf is attached in %s mode in %s: run grebpf detach first", cur.Mode(), ns)
+	}
+	return b.Attach(ns, r)
+}

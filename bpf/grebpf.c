@@ -22,9 +22,6 @@
 #include "encap.h"
 #include "fib.h"
 
-/* Newer than Debian's uapi header; probed at run time (probe_decap_l3). */
-#define ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
-
 /* Enough linear data for Ethernet, outer IPv4 with options, keyed GRE and
  * the inner IPv4 header. */
 #define DECAP_PULL_LEN (ETH_HLEN + 60 + GRE_KEY_HLEN + 20)
@@ -194,15 +191,10 @@ int decap_tc(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 
-	/* FIXED_GSO keeps a GRO'd packet's segment size; DECAP_L3_IPV4 clears
-	 * the tunnel GSO state so the inner packet forwards as plain TCP.
-	 * Kernels before 6.3 refuse the flag: there a packet that is not GSO
-	 * is still stripped safely without it (the loader does not choose TC
-	 * decap on them, so GSO packets do not come this way in normal use). */
-	if (bpf_skb_adjust_room(skb, -(__s32)d.strip, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_FIXED_GSO | ADJ_ROOM_DECAP_L3_IPV4) &&
-	    (skb->gso_size ||
-	     bpf_skb_adjust_room(skb, -(__s32)d.strip, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))) {
+	/* FIXED_GSO keeps a GRO'd packet's segment size. (6.3's
+	 * BPF_F_ADJ_ROOM_DECAP_L3_IPV4 only changes skb->protocol, which IPv4
+	 * in IPv4 keeps: every kernel strips the same without it.) */
+	if (bpf_skb_adjust_room(skb, -(__s32)d.strip, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
 		count_reason(REASON_DECAP_FAILED);
 		return TC_ACT_SHOT;
 	}
@@ -356,15 +348,6 @@ int fastpath_lan(struct xdp_md *ctx)
 	encap_write(ip, t, tos, ttl, inner_len + hlen);
 	count_tx(t->ifindex, 1, inner_len);
 	return bpf_redirect(fib.ifindex, 0);
-}
-
-/* Feature probe run by the loader through BPF_PROG_TEST_RUN: returns 1 when
- * bpf_skb_adjust_room knows BPF_F_ADJ_ROOM_DECAP_L3_IPV4. */
-SEC("tc")
-int probe_decap_l3(struct __sk_buff *skb)
-{
-	return bpf_skb_adjust_room(skb, -20, BPF_ADJ_ROOM_MAC,
-				   BPF_F_ADJ_ROOM_FIXED_GSO | ADJ_ROOM_DECAP_L3_IPV4) == 0;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -108,18 +108,17 @@ type GrebpfTunnelCounters struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	GrebpfMapAttachments   = "attachments"
-	GrebpfMapEndpoints     = "endpoints"
-	GrebpfMapReasonStats   = "reason_stats"
-	GrebpfMapTunnelStats   = "tunnel_stats"
-	GrebpfMapTunnels       = "tunnels"
-	GrebpfProgDecapTc      = "decap_tc"
-	GrebpfProgDecapXdp     = "decap_xdp"
-	GrebpfProgEncapTc      = "encap_tc"
-	GrebpfProgFastpathLan  = "fastpath_lan"
-	GrebpfProgFastpathWan  = "fastpath_wan"
-	GrebpfProgProbeDecapL3 = "probe_decap_l3"
-	GrebpfProgToTunnelTc   = "to_tunnel_tc"
+	GrebpfMapAttachments  = "attachments"
+	GrebpfMapEndpoints    = "endpoints"
+	GrebpfMapReasonStats  = "reason_stats"
+	GrebpfMapTunnelStats  = "tunnel_stats"
+	GrebpfMapTunnels      = "tunnels"
+	GrebpfProgDecapTc     = "decap_tc"
+	GrebpfProgDecapXdp    = "decap_xdp"
+	GrebpfProgEncapTc     = "encap_tc"
+	GrebpfProgFastpathLan = "fastpath_lan"
+	GrebpfProgFastpathWan = "fastpath_wan"
+	GrebpfProgToTunnelTc  = "to_tunnel_tc"
 )
 
 // LoadGrebpf returns the embedded CollectionSpec for Grebpf.
@@ -164,13 +163,12 @@ type GrebpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GrebpfProgramSpecs struct {
-	DecapTc      *ebpf.ProgramSpec `ebpf:"decap_tc"`
-	DecapXdp     *ebpf.ProgramSpec `ebpf:"decap_xdp"`
-	EncapTc      *ebpf.ProgramSpec `ebpf:"encap_tc"`
-	FastpathLan  *ebpf.ProgramSpec `ebpf:"fastpath_lan"`
-	FastpathWan  *ebpf.ProgramSpec `ebpf:"fastpath_wan"`
-	ProbeDecapL3 *ebpf.ProgramSpec `ebpf:"probe_decap_l3"`
-	ToTunnelTc   *ebpf.ProgramSpec `ebpf:"to_tunnel_tc"`
+	DecapTc     *ebpf.ProgramSpec `ebpf:"decap_tc"`
+	DecapXdp    *ebpf.ProgramSpec `ebpf:"decap_xdp"`
+	EncapTc     *ebpf.ProgramSpec `ebpf:"encap_tc"`
+	FastpathLan *ebpf.ProgramSpec `ebpf:"fastpath_lan"`
+	FastpathWan *ebpf.ProgramSpec `ebpf:"fastpath_wan"`
+	ToTunnelTc  *ebpf.ProgramSpec `ebpf:"to_tunnel_tc"`
 }
 
 // GrebpfMapSpecs contains maps before they are loaded into the kernel.
@@ -237,13 +235,12 @@ type GrebpfVariables struct {
 //
 // It can be passed to LoadGrebpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GrebpfPrograms struct {
-	DecapTc      *ebpf.Program `ebpf:"decap_tc"`
-	DecapXdp     *ebpf.Program `ebpf:"decap_xdp"`
-	EncapTc      *ebpf.Program `ebpf:"encap_tc"`
-	FastpathLan  *ebpf.Program `ebpf:"fastpath_lan"`
-	FastpathWan  *ebpf.Program `ebpf:"fastpath_wan"`
-	ProbeDecapL3 *ebpf.Program `ebpf:"probe_decap_l3"`
-	ToTunnelTc   *ebpf.Program `ebpf:"to_tunnel_tc"`
+	DecapTc     *ebpf.Program `ebpf:"decap_tc"`
+	DecapXdp    *ebpf.Program `ebpf:"decap_xdp"`
+	EncapTc     *ebpf.Program `ebpf:"encap_tc"`
+	FastpathLan *ebpf.Program `ebpf:"fastpath_lan"`
+	FastpathWan *ebpf.Program `ebpf:"fastpath_wan"`
+	ToTunnelTc  *ebpf.Program `ebpf:"to_tunnel_tc"`
 }
 
 func (p *GrebpfPrograms) Close() error {
@@ -253,7 +250,6 @@ func (p *GrebpfPrograms) Close() error {
 		p.EncapTc,
 		p.FastpathLan,
 		p.FastpathWan,
-		p.ProbeDecapL3,
 		p.ToTunnelTc,
 	)
 }

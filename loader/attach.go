@@ -26,7 +26,6 @@ type Report struct {
 	XDPMode string // native | generic (decap xdp only)
 	TC      string // tcx | clsact
 	GRO     bool   // GRO turned on for XDP on a veth
-	DecapL3 bool   // kernel knows BPF_F_ADJ_ROOM_DECAP_L3_IPV4
 	Changed bool   // false when attach found everything already in place
 	// FastPath lists the LAN devices with the XDP fast path.
 	FastPath []string
@@ -106,11 +105,7 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 		}
 	}()
 
-	rep.DecapL3 = HaveDecapL3(objs.ProbeDecapL3)
-	att, err := chooseAttachment(plan, wan, rep.DecapL3)
-	if err != nil {
-		return rep, err
-	}
+	att := chooseAttachment(plan, wan)
 	if !fresh {
 		modeFlags := uint32(maps.AttachXDPGeneric | maps.AttachFastPath)
 		if att.Decap != prevAtt.Decap || att.Flags&modeFlags != prevAtt.Flags&modeFlags ||
@@ -320,10 +315,10 @@ func tcName(t bpf.GrebpfTcAttach) string {
 }
 
 // chooseAttachment resolves "auto". Decap defaults to TC ingress on a veth
-// when the kernel can keep GSO through it (measured: XDP on a veth turns
-// the peer's TSO off and TCP falls from ~15 to under 5 Gbit/s), and to XDP
-// everywhere else, where it is the cheaper hook. The fast path is XDP.
-func chooseAttachment(p config.Plan, l netlink.Link, decapL3 bool) (maps.Attachment, error) {
+// (measured: XDP on a veth turns the peer's TSO off and TCP falls from ~15
+// to under 5 Gbit/s), and to XDP everywhere else, where it is the cheaper
+// hook. The fast path is XDP.
+func chooseAttachment(p config.Plan, l netlink.Link) maps.Attachment {
 	att := maps.Attachment{Ifindex: uint32(l.Attrs().Index)}
 	if p.XDPGeneric {
 		att.Flags |= maps.AttachXDPGeneric
@@ -331,23 +326,20 @@ func chooseAttachment(p config.Plan, l netlink.Link, decapL3 bool) (maps.Attachm
 	if len(p.FastPath) > 0 {
 		att.Flags |= maps.AttachFastPath
 		att.Decap = bpf.GrebpfDecapAttachDECAP_XDP
-		return att, nil
+		return att
 	}
 	switch p.Decap {
 	case config.DecapXDP:
 		att.Decap = bpf.GrebpfDecapAttachDECAP_XDP
 	case config.DecapTC:
-		if !decapL3 {
-			return att, errors.New("this kernel's bpf_skb_adjust_room lacks BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (Linux 6.3+), which TC decap needs: use --decap xdp")
-		}
 		att.Decap = bpf.GrebpfDecapAttachDECAP_TC
 	default:
 		att.Decap = bpf.GrebpfDecapAttachDECAP_XDP
-		if l.Type() == "veth" && decapL3 && !p.XDPGeneric {
+		if l.Type() == "veth" && !p.XDPGeneric {
 			att.Decap = bpf.GrebpfDecapAttachDECAP_TC
 		}
 	}
-	return att, nil
+	return att
 }
 
 // sameProgram says whether the attached program is the one just loaded

@@ -24,8 +24,7 @@ var grebpfBin string
 // What the kernel can do decides what attach chooses and refuses; the
 // tests expect accordingly, from the same probes (not the version).
 var (
-	haveDecapL3 = sync.OnceValue(func() bool { ok, _ := loader.ProbeDecapL3(); return ok })
-	haveTCX     = sync.OnceValue(loader.HaveTCX)
+	haveTCX = sync.OnceValue(loader.HaveTCX)
 )
 
 // refused runs grebpf, which must fail with a one-line error containing want.

@@ -37,11 +37,6 @@ func TestTunnel(t *testing.T) {
 		decap := mode.name
 		t.Run(mode.name, func(t *testing.T) {
 			labUp(t, mode.lab...)
-			if mode.decap == "tc" && !haveDecapL3() {
-				// Without it GSO packets could not be stripped safely.
-				refused(t, "lacks BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (Linux 6.3+), which TC decap needs: use --decap xdp", attachArgs("r2", "--decap", "tc")...)
-				return
-			}
 			attachBoth(t, mode.attach...)
 			var show struct {
 				Decap    string

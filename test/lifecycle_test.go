@@ -107,10 +107,6 @@ func TestAttachDetachLifecycle(t *testing.T) {
 			} else {
 				labUp(t)
 			}
-			if slices.Contains(m.args, "tc") && !haveDecapL3() {
-				refused(t, "which TC decap needs: use --decap xdp", attachArgs("r2", m.args...)...)
-				return
-			}
 			// tc auto is tcx where the kernel has it, clsact elsewhere.
 			show := m.decap + "  encap on each tunnel interface's veth peer  tc attach clsact"
 			if !slices.Contains(m.args, "clsact") && haveTCX() {

@@ -38,7 +38,6 @@ type showOut struct {
 	XDPMode  string       `json:"xdp_mode,omitempty"`
 	GRO      bool         `json:"gro_turned_on"`
 	TC       string       `json:"tc"`
-	DecapL3  bool         `json:"kernel_adjust_room_decap_l3"`
 	TCX      bool         `json:"kernel_tcx"`
 	FastPath []string     `json:"fastpath"`
 	Pins     string       `json:"pins"`
@@ -57,13 +56,9 @@ func runShow(g *globals, args []string) error {
 		return err
 	}
 	ns := st.Netns
-	decapL3, err := loader.ProbeDecapL3()
-	if err != nil {
-		return err
-	}
 	out := showOut{
 		Netns: ns, Mode: st.Mode, Device: st.Device, Decap: st.DecapName(), TC: st.TCName(),
-		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, DecapL3: decapL3, TCX: loader.HaveTCX(), Pins: st.Dir, FastPath: st.FastPath,
+		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, TCX: loader.HaveTCX(), Pins: st.Dir, FastPath: st.FastPath,
 		Tunnels: []showTunnel{}, Routes: []showRoute{},
 	}
 	if out.Decap == "xdp" {
@@ -106,7 +101,7 @@ func runShow(g *globals, args []string) error {
 		if len(out.FastPath) > 0 {
 			fmt.Fprintf(g.out, "XDP fast path on %s (WAN forwards after decap)\n", strings.Join(out.FastPath, ", "))
 		}
-		fmt.Fprintf(g.out, "kernel: tcx %s, adjust_room DECAP_L3_IPV4 %s\n", yesNo(out.TCX), yesNo(out.DecapL3))
+		fmt.Fprintf(g.out, "kernel: tcx %s\n", yesNo(out.TCX))
 		fmt.Fprintf(g.out, "pins %s\n\n", out.Pins)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)

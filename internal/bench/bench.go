@@ -131,11 +131,6 @@ var errUnavailable = errors.New("not on this kernel")
 
 func grebpfMode(o Options, args ...string) func(p *progs) (func(), error) {
 	return func(p *progs) (func(), error) {
-		if args[0] == "--decap" && args[1] == "tc" {
-			if ok, _ := loader.ProbeDecapL3(); !ok {
-				return nil, errUnavailable
-			}
-		}
 		return nil, lab.Default.Attach(lab.TunnelBPF, func(s lab.Site, cfg *config.Router) {
 			for i := 0; i < o.Routes; i++ {
 				cfg.Tunnels[0].Routes = append(cfg.Tunnels[0].Routes,

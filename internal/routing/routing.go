@@ -190,7 +190,7 @@ func Interface(h *netlink.Handle, wan netlink.Link, t tunnel.Tunnel) (tunnel.Tun
 	// it hands on, and encap_tc cannot give a GSO packet so marked a new
 	// GRE header (transit between tunnels, tunnels inside the tunnel).
 	// Without these features the stack segments such packets before
-	// they reach encap_tc; plain TCP keeps its GSO.
+	// they cross to encap_tc; plain TCP keeps its GSO.
 	if err := SetFeatures(t.Name, false, innerTunnelGSO...); err != nil {
 		return t, fmt.Errorf("turn off tunnel segmentation offloads on %s: %w", t.Name, err)
 	}

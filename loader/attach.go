@@ -25,6 +25,7 @@ type Report struct {
 	Decap   string // xdp | tc
 	XDPMode string // native | generic (decap xdp only)
 	TC      string // tcx | clsact
+	Encap   string // peer | egress
 	GRO     bool   // GRO turned on for XDP on a veth
 	Changed bool   // false when attach found everything already in place
 	// FastPath lists the LAN devices with the XDP fast path.
@@ -107,7 +108,7 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 
 	att := chooseAttachment(plan, wan)
 	if !fresh {
-		modeFlags := uint32(maps.AttachXDPGeneric | maps.AttachFastPath)
+		modeFlags := uint32(maps.AttachXDPGeneric | maps.AttachFastPath | maps.AttachEncapEgress)
 		if att.Decap != prevAtt.Decap || att.Flags&modeFlags != prevAtt.Flags&modeFlags ||
 			(plan.TC != config.TCAuto && tcName(prevAtt.Tc) != plan.TC) {
 			return rep, fmt.Errorf("grebpf is attached with decap %s, tc %s: run grebpf detach first to change the attach mode",
@@ -167,6 +168,7 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 	}
 	rep.Decap = decapName(att.Decap)
 	rep.TC = tcName(att.Tc)
+	rep.Encap = encapName(att.Flags)
 	rep.GRO = att.Flags&maps.AttachGROOwned != 0
 	if att.Decap == bpf.GrebpfDecapAttachDECAP_XDP {
 		rep.XDPMode = "native"
@@ -175,6 +177,14 @@ func Attach(ns string, r config.Router) (rep Report, err error) {
 		}
 	}
 	return rep, nil
+}
+
+// encapName names the encap attach point recorded in attachment flags.
+func encapName(flags uint32) string {
+	if flags&maps.AttachEncapEgress != 0 {
+		return config.EncapEgress
+	}
+	return config.EncapPeer
 }
 
 func sameRoutes(a, b []netlink.Route) bool {
@@ -242,7 +252,7 @@ func applyTunnels(dir string, objs *bpf.GrebpfObjects, wan netlink.Link, att *ma
 		}
 		pin := encapPin(dir, t.Link.Ifindex)
 		encapPins[pin] = true
-		c, err := attachEncap(pin, objs.EncapTc, int(t.Link.PeerIfindex), att, plan.TC)
+		c, err := attachEncap(pin, objs.EncapTc, t.Link, att, plan.TC)
 		if err != nil {
 			return nil, changed, fmt.Errorf("tunnel %s: %w", t.Name, err)
 		}
@@ -322,6 +332,9 @@ func chooseAttachment(p config.Plan, l netlink.Link) maps.Attachment {
 	att := maps.Attachment{Ifindex: uint32(l.Attrs().Index)}
 	if p.XDPGeneric {
 		att.Flags |= maps.AttachXDPGeneric
+	}
+	if p.Encap == config.EncapEgress {
+		att.Flags |= maps.AttachEncapEgress
 	}
 	if len(p.FastPath) > 0 {
 		att.Flags |= maps.AttachFastPath
@@ -483,11 +496,16 @@ func encapPin(dir string, ifindex uint32) string {
 	return filepath.Join(dir, fmt.Sprintf("%s%d", pinEncapPrefix, ifindex))
 }
 
-// attachEncap puts encap on the ingress of a tunnel interface's veth peer,
-// where the packets the kernel routes into the tunnel arrive. The device
-// is grebpf's, so is a clsact qdisc on it.
-func attachEncap(pin string, prog *ebpf.Program, peer int, att *maps.Attachment, want string) (bool, error) {
-	changed, _, err := attachTC(pin, pin, prog, peer, ebpf.AttachTCXIngress, &att.Tc, want)
+// attachEncap puts encap where the packets the kernel routes into the
+// tunnel pass: the ingress of the interface's veth peer, or the
+// interface's egress. Both devices are grebpf's, so is a clsact qdisc on
+// them.
+func attachEncap(pin string, prog *ebpf.Program, l tunnel.Link, att *maps.Attachment, want string) (bool, error) {
+	dev, hook := int(l.PeerIfindex), ebpf.AttachTCXIngress
+	if att.Flags&maps.AttachEncapEgress != 0 {
+		dev, hook = int(l.Ifindex), ebpf.AttachTCXEgress
+	}
+	changed, _, err := attachTC(pin, pin, prog, dev, hook, &att.Tc, want)
 	return changed, err
 }
 

@@ -80,8 +80,10 @@ func ReadState(ns string) (State, error) {
 	return s, err
 }
 
-// DecapName and TCName name the attach points recorded in an attachment.
+// DecapName, EncapName and TCName name the attach points recorded in an
+// attachment.
 func (s State) DecapName() string { return decapName(s.Attachment.Decap) }
+func (s State) EncapName() string { return encapName(s.Attachment.Flags) }
 func (s State) TCName() string    { return tcName(s.Attachment.Tc) }
 
 // routesThrough lists the main table's IPv4 routes whose device is one of

@@ -225,6 +225,7 @@ const (
 	AttachClsactOwned = 1 << 1
 	AttachGROOwned    = 1 << 2
 	AttachFastPath    = 1 << 3
+	AttachEncapEgress = 1 << 4
 )
 
 // ReadAttachment returns the attachment record; Ifindex 0 means none.

@@ -192,6 +192,45 @@ func TestStableIdentity(t *testing.T) {
 	mustPing(t, "lan1", "172.16.200.1")
 }
 
+// --encap egress encapsulates on gre1's own egress: traffic flows and
+// grebpf counts it, but the interface no longer sees what it sends
+// (tcpdump and ip -s link show only the received side) — the trade the
+// README states for the veth crossing it saves.
+func TestEncapEgress(t *testing.T) {
+	labUp(t)
+	attachBoth(t, "--encap", "egress")
+	var show struct{ Encap string }
+	if err := json.Unmarshal([]byte(grebpf(t, "--netns", "r1", "show", "--json")), &show); err != nil || show.Encap != "egress" {
+		t.Errorf("show --json says encap %q (%v), want egress", show.Encap, err)
+	}
+	rx0, tx0 := linkCounters(t, "r1", "gre1")
+	sent0 := stats(t, "r1").Tunnels[0].TxPackets
+	got := captureOn(t, "r1", "gre1", "icmp", func() {
+		for range 3 {
+			mustPing(t, "lan1", "172.16.200.1")
+		}
+	})
+	var req, rep int
+	for _, l := range got {
+		req += strings.Count(l, "172.16.100.1 > 172.16.200.1: ICMP echo request")
+		rep += strings.Count(l, "172.16.200.1 > 172.16.100.1: ICMP echo reply")
+	}
+	if req != 0 || rep != 3 {
+		t.Errorf("tcpdump -i gre1 saw %d requests and %d replies, want 0 and 3:\n%s", req, rep, strings.Join(got, "\n"))
+	}
+	rx1, tx1 := linkCounters(t, "r1", "gre1")
+	if rx1-rx0 < 3 || tx1 != tx0 {
+		t.Errorf("ip -s link gre1 moved rx %d tx %d, want at least 3 and 0", rx1-rx0, tx1-tx0)
+	}
+	if sent := stats(t, "r1").Tunnels[0].TxPackets - sent0; sent < 3 {
+		t.Errorf("grebpf stats counted %d packets sent, want at least 3", sent)
+	}
+	if hops := traceroute(t, "lan1", "172.16.200.1", 5); strings.Join(hops, " ") != "172.16.100.254 192.168.1.2 172.16.200.1" {
+		t.Errorf("traceroute: %v", hops)
+	}
+	refused(t, "run grebpf detach first to change the attach mode", attachArgs("r1")...)
+}
+
 // Real routing daemons over the tunnel interface: FRR's BGP between the
 // overlay addresses, and OSPF on gre1 (multicast hellos through the
 // tunnel). Routes they learn carry traffic both ways; grebpf itself

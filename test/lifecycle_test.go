@@ -94,6 +94,8 @@ var attachModes = []struct {
 	{"decap-xdp clsact", []string{"--decap", "xdp", "--tc", "clsact"}, "decap xdp native, GRO turned on"},
 	{"decap-xdp-generic clsact", []string{"--xdp-generic", "--tc", "clsact"}, "decap xdp generic"},
 	{"fastpath", []string{"--fastpath", "LAN"}, "decap xdp native, GRO turned on"},
+	{"encap-egress", []string{"--encap", "egress"}, "decap tc ingress"},
+	{"encap-egress clsact", []string{"--encap", "egress", "--tc", "clsact"}, "decap tc ingress"},
 }
 
 // Attach twice = attach once; detach leaves r1 as it was; in every mode,
@@ -108,9 +110,13 @@ func TestAttachDetachLifecycle(t *testing.T) {
 				labUp(t)
 			}
 			// tc auto is tcx where the kernel has it, clsact elsewhere.
-			show := m.decap + "  encap on each tunnel interface's veth peer  tc attach clsact"
+			where := "veth peer"
+			if slices.Contains(m.args, "egress") {
+				where = "egress"
+			}
+			show := m.decap + "  encap on each tunnel interface's " + where + "  tc attach clsact"
 			if !slices.Contains(m.args, "clsact") && haveTCX() {
-				show = m.decap + "  encap on each tunnel interface's veth peer  tc attach tcx"
+				show = m.decap + "  encap on each tunnel interface's " + where + "  tc attach tcx"
 			}
 			if fast {
 				show += "\nXDP fast path on lan1"

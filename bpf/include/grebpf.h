@@ -125,6 +125,7 @@ enum attachment_flag {
 	ATTACH_F_CLSACT_OWNED = 1 << 1, /* control plane added the clsact qdisc */
 	ATTACH_F_GRO_OWNED = 1 << 2,    /* control plane turned GRO on */
 	ATTACH_F_FASTPATH = 1 << 3,     /* WAN runs fastpath_wan, LANs fastpath_lan */
+	ATTACH_F_ENCAP_EGRESS = 1 << 4, /* encap on the tunnel interfaces' egress */
 };
 
 /* attachments map: one entry saying where and how the programs are attached,

@@ -33,6 +33,7 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	fs.StringVar(&r.Device, "dev", "", "WAN device")
 	fs.StringVar(&r.Mode, "mode", "", "bpf (default) or kernel (an ip_gre netdev per tunnel: the fallback)")
 	fs.StringVar(&r.Decap, "decap", "", "where to decapsulate: auto, xdp or tc (default auto: tc on veth, xdp elsewhere)")
+	fs.StringVar(&r.Encap, "encap", "", "where to encapsulate: peer (the tunnel interface's veth peer: the interface counts and shows what it sends) or egress (the interface's own egress: one veth crossing less, the interface shows nothing sent); default peer")
 	fs.BoolVar(&r.XDPGeneric, "xdp-generic", false, "attach XDP in generic (skb) mode")
 	fs.StringVar(&r.TC, "tc", "", "TC attach: auto, tcx or clsact (default auto: tcx where the kernel has it)")
 	fs.StringVar(&t.Name, "name", "", "tunnel name (default gre1)")
@@ -83,6 +84,8 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 			fromFile.Mode = r.Mode
 		case "decap":
 			fromFile.Decap = r.Decap
+		case "encap":
+			fromFile.Encap = r.Encap
 		case "xdp-generic":
 			fromFile.XDPGeneric = r.XDPGeneric
 		case "tc":
@@ -123,6 +126,6 @@ func runAttach(g *globals, args []string) error {
 	if len(rep.FastPath) > 0 {
 		fast = ", XDP fast path on " + strings.Join(rep.FastPath, ", ")
 	}
-	fmt.Fprintf(g.out, "grebpf: %s on %s in %s, %s, encap on the tunnel interfaces via %s%s\n", verb, rep.Device, ns, mode, rep.TC, fast)
+	fmt.Fprintf(g.out, "grebpf: %s on %s in %s, %s, encap %s via %s%s\n", verb, rep.Device, ns, mode, rep.Encap, rep.TC, fast)
 	return nil
 }

@@ -35,6 +35,7 @@ type showOut struct {
 	Mode     string       `json:"mode"`
 	Device   string       `json:"device"`
 	Decap    string       `json:"decap"`
+	Encap    string       `json:"encap,omitempty"`
 	XDPMode  string       `json:"xdp_mode,omitempty"`
 	GRO      bool         `json:"gro_turned_on"`
 	TC       string       `json:"tc"`
@@ -60,6 +61,9 @@ func runShow(g *globals, args []string) error {
 		Netns: ns, Mode: st.Mode, Device: st.Device, Decap: st.DecapName(), TC: st.TCName(),
 		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, TCX: loader.HaveTCX(), Pins: st.Dir, FastPath: st.FastPath,
 		Tunnels: []showTunnel{}, Routes: []showRoute{},
+	}
+	if out.Mode != config.ModeKernel {
+		out.Encap = st.EncapName()
 	}
 	if out.Decap == "xdp" {
 		out.XDPMode = "native"
@@ -97,7 +101,7 @@ func runShow(g *globals, args []string) error {
 	if out.Mode == config.ModeKernel {
 		fmt.Fprintf(g.out, "ip_gre netdevs named after the tunnels\n\n")
 	} else {
-		fmt.Fprintf(g.out, "decap %s  encap on each tunnel interface's veth peer  tc attach %s\n", decap, out.TC)
+		fmt.Fprintf(g.out, "decap %s  encap on each tunnel interface's %s  tc attach %s\n", decap, encapWhere[out.Encap], out.TC)
 		if len(out.FastPath) > 0 {
 			fmt.Fprintf(g.out, "XDP fast path on %s (WAN forwards after decap)\n", strings.Join(out.FastPath, ", "))
 		}
@@ -129,3 +133,6 @@ func yesNo(b bool) string {
 	}
 	return "no"
 }
+
+// encapWhere says where each encap attach point is, for show.
+var encapWhere = map[string]string{config.EncapPeer: "veth peer", config.EncapEgress: "egress"}

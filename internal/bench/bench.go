@@ -117,6 +117,7 @@ func modes(o Options) []mode {
 		}},
 		{"grebpf-tc-xdp", "grebpf: TC encap, XDP decap", toLAN2, grebpfMode(o, "--decap", "xdp")},
 		{"grebpf-tc-tc", "grebpf: TC encap, TC ingress decap", toLAN2, grebpfMode(o, "--decap", "tc")},
+		{"grebpf-tc-egress", "grebpf: TC encap on the tunnel interface's egress (no veth crossing, hidden from tcpdump), TC decap", toLAN2, grebpfMode(o, "--encap", "egress")},
 		{"grebpf-fastpath", "grebpf: XDP fast path both ways", toLAN2, grebpfMode(o, "--fastpath", "LAN")},
 		{"ip_gre", "the kernel's ip_gre", toLAN2, func(p *progs) (func(), error) {
 			if !loader.HaveIPGRE() {
@@ -141,6 +142,8 @@ func grebpfMode(o Options, args ...string) func(p *progs) (func(), error) {
 				cfg.Decap = args[1]
 			case "--fastpath":
 				cfg.FastPath = []string{s.Host()}
+			case "--encap":
+				cfg.Encap = args[1]
 			}
 		})
 	}

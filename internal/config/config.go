@@ -31,6 +31,15 @@ const (
 	DecapTC   = "tc"
 )
 
+// Encap attach points: the ingress of the tunnel interface's veth peer
+// (packets cross the pair, so the interface shows what it transmits), or
+// the interface's own egress (one crossing less, and the interface shows
+// no transmitted packets).
+const (
+	EncapPeer   = "peer"
+	EncapEgress = "egress"
+)
+
 // TC attach methods.
 const (
 	TCAuto   = "auto"
@@ -49,6 +58,8 @@ type Router struct {
 	Mode string `yaml:"mode,omitempty"`
 	// Decap is where decapsulation runs: auto, xdp or tc.
 	Decap string `yaml:"decap,omitempty"`
+	// Encap is where encapsulation runs: peer or egress.
+	Encap string `yaml:"encap,omitempty"`
 	// XDPGeneric attaches XDP in generic (skb) mode instead of native.
 	XDPGeneric bool `yaml:"xdp_generic,omitempty"`
 	// TC is how TC programs attach: auto (tcx where the kernel has it), tcx, clsact.
@@ -123,6 +134,7 @@ type Plan struct {
 	Device     string
 	Mode       string
 	Decap      string
+	Encap      string
 	XDPGeneric bool
 	TC         string
 	FastPath   []string
@@ -133,7 +145,7 @@ type Plan struct {
 // Validate checks r and turns it into a Plan. wanMTU sizes the route MTU.
 // Every error names the field and what to write instead.
 func (r Router) Validate(wanMTU int) (Plan, error) {
-	p := Plan{Device: r.Device, Mode: r.Mode, Decap: r.Decap, XDPGeneric: r.XDPGeneric, TC: r.TC, FastPath: r.FastPath}
+	p := Plan{Device: r.Device, Mode: r.Mode, Decap: r.Decap, Encap: r.Encap, XDPGeneric: r.XDPGeneric, TC: r.TC, FastPath: r.FastPath}
 	if p.Device == "" {
 		return p, fmt.Errorf("no WAN device: give --dev NAME (or device: in the config)")
 	}
@@ -142,8 +154,8 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 		p.Mode = ModeBPF
 	case ModeBPF:
 	case ModeKernel:
-		if p.Decap != "" || p.TC != "" || p.XDPGeneric || len(p.FastPath) > 0 {
-			return p, fmt.Errorf("decap, tc, xdp-generic and fastpath choose BPF attach points: drop them with mode kernel")
+		if p.Decap != "" || p.Encap != "" || p.TC != "" || p.XDPGeneric || len(p.FastPath) > 0 {
+			return p, fmt.Errorf("decap, encap, tc, xdp-generic and fastpath choose BPF attach points: drop them with mode kernel")
 		}
 	default:
 		return p, fmt.Errorf("mode %q: use bpf or kernel", p.Mode)
@@ -154,6 +166,13 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 	case DecapAuto, DecapXDP, DecapTC:
 	default:
 		return p, fmt.Errorf("decap %q: use auto, xdp or tc", p.Decap)
+	}
+	switch p.Encap {
+	case "":
+		p.Encap = EncapPeer
+	case EncapPeer, EncapEgress:
+	default:
+		return p, fmt.Errorf("encap %q: use peer or egress", p.Encap)
 	}
 	switch p.TC {
 	case "":

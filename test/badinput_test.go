@@ -55,6 +55,10 @@ func TestBadInput(t *testing.T) {
 		{"change attach mode", attachArgs("r2", "--decap", "xdp", "--xdp-generic"), false, "run grebpf detach first to change the attach mode"},
 		{"unknown command", []string{"frobnicate"}, false, `unknown command "frobnicate"`},
 		{"unknown flag", append(r1, "--colour"), false, "flag provided but not defined: -colour"},
+		{"site without config", append(r1, "--site", "r1"), false, "--site picks a part of a config file: give --config FILE too"},
+		{"bad encap", append(r1, "--encap", "ingress"), false, `encap "ingress": use peer or egress`},
+		{"too many sites", []string{"lab", "up", "--sites", "9"}, false, "sites 9: use 2..8"},
+		{"unknown topology", []string{"lab", "config", "--topology", "star"}, false, `topology "star": use mesh or hub`},
 	}
 	if !haveIPGRE {
 		cases = append(cases, struct {

@@ -150,9 +150,14 @@ SEC("xdp")
 int replay_xdp(struct xdp_md *ctx)
 {
 	int cur = ctx->data_end - ctx->data;
+	int meta = ctx->data - ctx->data_meta;
 	__u64 len;
 
 	if (replay_length(&len))
+		return REPLAY_FAILED_XDP;
+	/* Metadata the previous run left (decap's tunnel ifindex) goes, or
+	 * each run would find less room for its own. */
+	if (meta && bpf_xdp_adjust_meta(ctx, meta))
 		return REPLAY_FAILED_XDP;
 	if (cur != (int)len && bpf_xdp_adjust_head(ctx, cur - (int)len))
 		return REPLAY_FAILED_XDP;

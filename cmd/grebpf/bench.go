@@ -7,16 +7,18 @@ import (
 	"time"
 
 	"github.com/grebpf/grebpf/internal/bench"
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
 func runBench(g *globals, args []string) error {
-	fs := newFlags(g, "bench", "bench [--rounds 3] [--duration 5s] [--flows 1024] [--tcp 3s] [--routes N] [--mode NAME,…] [--prog-stats] [--json]")
+	fs := newFlags(g, "bench", "bench [--rounds 3] [--duration 5s] [--flows 1024] [--tcp 3s] [--routes N] [--rp-filter strict|loose|off] [--mode NAME,…] [--prog-stats] [--json]")
 	var o bench.Options
 	fs.IntVar(&o.Rounds, "rounds", 3, "measure each mode this many times, modes taking turns, and report medians")
 	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "generator time per mode and round")
 	fs.IntVar(&o.Flows, "flows", 1024, "UDP flows (distinct source ports), 1..65535")
 	fs.DurationVar(&o.TCP, "tcp", 3*time.Second, "iperf3 TCP time per mode; 0 skips it")
 	fs.IntVar(&o.Routes, "routes", 0, "extra /32 routes in each grebpf router's tunnel (scale test)")
+	fs.StringVar(&o.RPFilter, "rp-filter", "", "the grebpf tunnels' inner source check: strict (default), loose or off")
 	fs.BoolVar(&o.ProgStats, "prog-stats", false, "report each BPF program's cost per run (kernel run-time statistics; lowers pps)")
 	only := fs.String("mode", "", "only these modes, comma-separated: generator, routing, xdp-forward, grebpf-tc-xdp, grebpf-tc-tc, grebpf-tc-egress, grebpf-fastpath, ip_gre")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
@@ -28,6 +30,11 @@ func runBench(g *globals, args []string) error {
 	}
 	if o.Flows < 1 || o.Flows > 65535 {
 		return fmt.Errorf("flows %d: use 1..65535", o.Flows)
+	}
+	if o.RPFilter != "" {
+		if _, err := tunnel.ParseRPFilter(o.RPFilter); err != nil {
+			return err
+		}
 	}
 	if *only != "" {
 		o.Only = strings.Split(*only, ",")

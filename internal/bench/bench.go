@@ -47,8 +47,11 @@ type Options struct {
 	TCP      time.Duration // iperf3 per mode; 0 skips it
 	Only     []string      // mode names; empty runs all
 	// Routes adds this many /32 routes (100.64.0.0 up) to each grebpf
-	// router's tunnel, to see what a big route map costs.
+	// router's tunnel, to see what a big FIB costs.
 	Routes int
+	// RPFilter is the grebpf tunnels' inner source check (empty: the
+	// default, strict), to see what the check costs.
+	RPFilter string
 	// Rounds measures every mode this many times, the modes taking turns
 	// in each round, and reports the median: one run under emulation
 	// moved by half between two runs.
@@ -133,6 +136,7 @@ var errUnavailable = errors.New("not on this kernel")
 func grebpfMode(o Options, args ...string) func(p *progs) (func(), error) {
 	return func(p *progs) (func(), error) {
 		return nil, lab.Default.Attach(lab.TunnelBPF, func(s lab.Site, cfg *config.Router) {
+			cfg.Tunnels[0].RPFilter = o.RPFilter
 			for i := 0; i < o.Routes; i++ {
 				cfg.Tunnels[0].Routes = append(cfg.Tunnels[0].Routes,
 					netip.AddrFrom4([4]byte{100, byte(64 + i>>16), byte(i >> 8), byte(i)}).String()+"/32")

@@ -18,7 +18,7 @@ func runBench(g *globals, args []string) error {
 	fs.IntVar(&o.Flows, "flows", 1024, "UDP flows (distinct source ports), 1..65535")
 	fs.DurationVar(&o.TCP, "tcp", 3*time.Second, "iperf3 TCP time per mode; 0 skips it")
 	fs.IntVar(&o.Routes, "routes", 0, "extra /32 routes in each grebpf router's tunnel (scale test)")
-	fs.StringVar(&o.RPFilter, "rp-filter", "", "the grebpf tunnels' inner source check: strict (default), loose or off")
+	fs.StringVar(&o.RPFilter, "rp-filter", "", "the tunnels' inner source check (grebpf's, ip_gre's rp_filter): strict (default), loose or off")
 	fs.BoolVar(&o.ProgStats, "prog-stats", false, "report each BPF program's cost per run (kernel run-time statistics; lowers pps)")
 	only := fs.String("mode", "", "only these modes, comma-separated: generator, routing, xdp-forward, grebpf-tc-xdp, grebpf-tc-tc, grebpf-tc-egress, grebpf-fastpath, ip_gre")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")

@@ -126,7 +126,10 @@ func modes(o Options) []mode {
 			if !loader.HaveIPGRE() {
 				return nil, errUnavailable
 			}
-			return nil, lab.Default.Attach(lab.TunnelKernel, nil)
+			// The same inner source check as grebpf's: ip_gre's rp_filter.
+			return nil, lab.Default.Attach(lab.TunnelKernel, func(_ lab.Site, cfg *config.Router) {
+				cfg.Tunnels[0].RPFilter = o.RPFilter
+			})
 		}},
 	}
 }

@@ -49,8 +49,9 @@ type Options struct {
 	// Routes adds this many /32 routes (100.64.0.0 up) to each grebpf
 	// router's tunnel, to see what a big FIB costs.
 	Routes int
-	// RPFilter is the grebpf tunnels' inner source check (empty: the
-	// default, strict), to see what the check costs.
+	// RPFilter is every tunnel's inner source check, grebpf's and
+	// ip_gre's rp_filter alike (empty: the default, strict), to see what
+	// the check costs.
 	RPFilter string
 	// Rounds measures every mode this many times, the modes taking turns
 	// in each round, and reports the median: one run under emulation

@@ -45,23 +45,12 @@ func TestTunnelInterface(t *testing.T) {
 	}
 
 	t.Run("tcpdump and counters", func(t *testing.T) {
-		rx0, tx0 := linkCounters(t, "r1", "gre1")
-		got := captureOn(t, "r1", "gre1", "icmp", func() {
-			for range 3 {
-				mustPing(t, "lan1", "172.16.200.1")
-			}
-		})
-		var req, rep int
-		for _, l := range got {
-			req += strings.Count(l, "172.16.100.1 > 172.16.200.1: ICMP echo request")
-			rep += strings.Count(l, "172.16.200.1 > 172.16.100.1: ICMP echo reply")
-		}
+		req, rep, rx, tx := threePingsOnGre1(t)
 		if req != 3 || rep != 3 {
-			t.Errorf("tcpdump -i gre1 saw %d requests and %d replies, want 3 each:\n%s", req, rep, strings.Join(got, "\n"))
+			t.Errorf("tcpdump -i gre1 saw %d requests and %d replies, want 3 each", req, rep)
 		}
-		rx1, tx1 := linkCounters(t, "r1", "gre1")
-		if rx1-rx0 < 3 || tx1-tx0 < 3 {
-			t.Errorf("ip -s link gre1 moved rx %d tx %d, want at least 3 each", rx1-rx0, tx1-tx0)
+		if rx < 3 || tx < 3 {
+			t.Errorf("ip -s link gre1 moved rx %d tx %d, want at least 3 each", rx, tx)
 		}
 	})
 
@@ -192,6 +181,25 @@ func TestStableIdentity(t *testing.T) {
 	mustPing(t, "lan1", "172.16.200.1")
 }
 
+// threePingsOnGre1 pings lan2 from lan1 three times and returns what
+// tcpdump -i gre1 on r1 saw (echo requests, replies) and how far gre1's
+// rx and tx packet counters moved.
+func threePingsOnGre1(t *testing.T) (req, rep int, rx, tx uint64) {
+	t.Helper()
+	rx0, tx0 := linkCounters(t, "r1", "gre1")
+	got := captureOn(t, "r1", "gre1", "icmp", func() {
+		for range 3 {
+			mustPing(t, "lan1", "172.16.200.1")
+		}
+	})
+	for _, l := range got {
+		req += strings.Count(l, "172.16.100.1 > 172.16.200.1: ICMP echo request")
+		rep += strings.Count(l, "172.16.200.1 > 172.16.100.1: ICMP echo reply")
+	}
+	rx1, tx1 := linkCounters(t, "r1", "gre1")
+	return req, rep, rx1 - rx0, tx1 - tx0
+}
+
 // --encap egress encapsulates on gre1's own egress: traffic flows and
 // grebpf counts it, but the interface no longer sees what it sends
 // (tcpdump and ip -s link show only the received side) — the trade the
@@ -203,24 +211,13 @@ func TestEncapEgress(t *testing.T) {
 	if err := json.Unmarshal([]byte(grebpf(t, "--netns", "r1", "show", "--json")), &show); err != nil || show.Encap != "egress" {
 		t.Errorf("show --json says encap %q (%v), want egress", show.Encap, err)
 	}
-	rx0, tx0 := linkCounters(t, "r1", "gre1")
 	sent0 := stats(t, "r1").Tunnels[0].TxPackets
-	got := captureOn(t, "r1", "gre1", "icmp", func() {
-		for range 3 {
-			mustPing(t, "lan1", "172.16.200.1")
-		}
-	})
-	var req, rep int
-	for _, l := range got {
-		req += strings.Count(l, "172.16.100.1 > 172.16.200.1: ICMP echo request")
-		rep += strings.Count(l, "172.16.200.1 > 172.16.100.1: ICMP echo reply")
-	}
+	req, rep, rx, tx := threePingsOnGre1(t)
 	if req != 0 || rep != 3 {
-		t.Errorf("tcpdump -i gre1 saw %d requests and %d replies, want 0 and 3:\n%s", req, rep, strings.Join(got, "\n"))
+		t.Errorf("tcpdump -i gre1 saw %d requests and %d replies, want 0 and 3", req, rep)
 	}
-	rx1, tx1 := linkCounters(t, "r1", "gre1")
-	if rx1-rx0 < 3 || tx1 != tx0 {
-		t.Errorf("ip -s link gre1 moved rx %d tx %d, want at least 3 and 0", rx1-rx0, tx1-tx0)
+	if rx < 3 || tx != 0 {
+		t.Errorf("ip -s link gre1 moved rx %d tx %d, want at least 3 and 0", rx, tx)
 	}
 	if sent := stats(t, "r1").Tunnels[0].TxPackets - sent0; sent < 3 {
 		t.Errorf("grebpf stats counted %d packets sent, want at least 3", sent)

@@ -157,6 +157,16 @@ func TestEncapDrops(t *testing.T) {
 			must(tb, netlink.RouteAdd(&netlink.Route{LinkIndex: int(link.Ifindex), Scope: netlink.SCOPE_LINK, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}}))
 			must(tb, netlink.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: wanRemote.AsSlice(), Mask: net.CIDRMask(32, 32)}, Gw: net.IPv4(10, 100, 0, 254)}))
 		}},
+		// The WAN MTU lowered under the tunnel's: the helper's MTU check
+		// (tot_len 0) refuses the outer packet.
+		{name: "outer packet over the WAN MTU", neigh: true, verdict: tcShot, reason: "outer-too-big", frame: func(tb testing.TB) []byte {
+			ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 63, Protocol: layers.IPProtocolUDP, SrcIP: lan1Host, DstIP: lan2Host}
+			return frame(tb, macTun, macTun, serialize(tb, ip, gopacket.Payload(make([]byte, 200))))
+		}, setup: func(tb testing.TB, link tunnel.Link) {
+			wan, err := netlink.LinkByIndex(int(link.WANIfindex))
+			must(tb, err)
+			must(tb, netlink.LinkSetMTU(wan, 68))
+		}},
 		// No neighbour for the gateway: bpf_redirect_neigh resolves it, as
 		// the stack would. Not a drop, so no reason moves.
 		{name: "unresolved next hop", neigh: false, frame: ipv4, verdict: tcRedirect},

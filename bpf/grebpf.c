@@ -285,6 +285,10 @@ int encap_tc(struct __sk_buff *skb)
 		 * for us, so let bpf_redirect_neigh route the outer packet. */
 		count_tx(t->ifindex, segs, inner_len);
 		return bpf_redirect_neigh(t->wan_ifindex, NULL, 0, 0);
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		/* The WAN MTU went below what the tunnel interface was sized for. */
+		count_reason(REASON_OUTER_TOO_BIG);
+		return TC_ACT_SHOT;
 	default:
 		count_reason(REASON_NO_OUTER_ROUTE);
 		return TC_ACT_SHOT;

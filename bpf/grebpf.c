@@ -118,7 +118,9 @@ static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 		return XDP_DROP; /* cannot happen: the inner header was there */
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
 		return xdp_forward(eth, inner, &fib);
-	eth_to_tunnel(eth, d.ep);
+	/* To the tunnel interface from its veth peer, so that the stack there
+	 * takes the frame as its own (PACKET_HOST). */
+	eth_write_macs(eth, d.ep->mac, d.ep->peer_mac);
 	out = d.ep->ifindex;
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct decap_meta)))
 		return XDP_PASS; /* no room: to_tunnel_tc finds no tunnel, counts it */
@@ -203,7 +205,7 @@ int decap_tc(struct __sk_buff *skb)
 		count_reason(REASON_DECAP_FAILED);
 		return TC_ACT_SHOT;
 	}
-	eth_to_tunnel(eth, ep);
+	eth_write_macs(eth, ep->mac, ep->peer_mac); /* as in xdp_decap */
 	count_rx(ep->ifindex, skb->gso_segs ? skb->gso_segs : 1, d.inner_len);
 	return bpf_redirect(ep->rx_ifindex, 0);
 }
@@ -272,7 +274,7 @@ int encap_tc(struct __sk_buff *skb)
 	fib_outer(&fib, t, 0);
 	switch (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT)) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
-		eth_set_macs(eth, &fib);
+		eth_write_macs(eth, fib.dmac, fib.smac);
 		count_tx(t->ifindex, segs, inner_len);
 		return bpf_redirect(fib.ifindex, 0);
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
@@ -347,7 +349,7 @@ int fastpath_lan(struct xdp_md *ctx)
 	if ((void *)(inner + 1) > data_end)
 		return XDP_DROP; /* cannot happen: the inner header was there */
 	ipv4_dec_ttl(inner);
-	eth_set_macs(eth, &fib);
+	eth_write_macs(eth, fib.dmac, fib.smac);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	encap_write(ip, t, tos, ttl, inner_len + hlen);
 	count_tx(t->ifindex, 1, inner_len);

@@ -105,14 +105,3 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	d->strip = ihl + glen;
 	return REASON_NONE;
 }
-
-/* A decapsulated frame is addressed to the tunnel interface from its veth
- * peer, so that the interface's stack takes it as its own (PACKET_HOST). */
-static __always_inline void eth_to_tunnel(struct ethhdr *eth, const struct endpoint *ep)
-{
-	const __u16 *dmac = (const __u16 *)ep->mac, *smac = (const __u16 *)ep->peer_mac;
-	__u16 *to = (__u16 *)eth;
-
-	to[0] = dmac[0], to[1] = dmac[1], to[2] = dmac[2];
-	to[3] = smac[0], to[4] = smac[1], to[5] = smac[2];
-}

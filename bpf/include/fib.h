@@ -8,6 +8,7 @@
 #include <linux/ip.h>
 #include <bpf/bpf_endian.h>
 #include "csum.h"
+#include "eth.h"
 #include "grebpf.h"
 
 #define AF_INET 2
@@ -70,24 +71,12 @@ static __always_inline int inner_source_ok(void *ctx, const struct iphdr *inner,
 	return ep->rp_filter == RP_LOOSE || fib.ifindex == ep->ifindex;
 }
 
-/* The next hop's MACs from a successful lookup, in 16-bit words: memcpy
- * into a packet of unknown alignment is byte by byte, and the lookup's
- * MACs on the stack are only 2-byte aligned. */
-static __always_inline void eth_set_macs(struct ethhdr *eth, const struct bpf_fib_lookup *fib)
-{
-	const __u16 *dmac = (const __u16 *)fib->dmac, *smac = (const __u16 *)fib->smac;
-	__u16 *to = (__u16 *)eth;
-
-	to[0] = dmac[0], to[1] = dmac[1], to[2] = dmac[2];
-	to[3] = smac[0], to[4] = smac[1], to[5] = smac[2];
-}
-
 /* Sends an IPv4 frame where a successful lookup said: TTL - 1, the next
  * hop's MACs, redirect. */
 static __always_inline long xdp_forward(struct ethhdr *eth, struct iphdr *ip,
 					const struct bpf_fib_lookup *fib)
 {
 	ipv4_dec_ttl(ip);
-	eth_set_macs(eth, fib);
+	eth_write_macs(eth, fib->dmac, fib->smac);
 	return bpf_redirect(fib->ifindex, 0);
 }

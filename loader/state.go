@@ -2,7 +2,6 @@ package loader
 
 import (
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/grebpf/grebpf/internal/config"
+	"github.com/grebpf/grebpf/internal/routing"
 	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
@@ -103,13 +103,7 @@ func routesThrough(ts []TunnelState) ([]tunnel.Route, error) {
 		if !ok {
 			continue
 		}
-		p := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-		if r.Dst != nil {
-			a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
-			ones, _ := r.Dst.Mask.Size()
-			p = netip.PrefixFrom(a, ones)
-		}
-		out = append(out, tunnel.Route{Prefix: p, Tunnel: name})
+		out = append(out, tunnel.Route{Prefix: routing.PrefixOf(r.Dst), Tunnel: name})
 	}
 	return out, nil
 }

@@ -38,7 +38,8 @@ func ipNet(p netip.Prefix) *net.IPNet {
 
 func host(a netip.Addr) *net.IPNet { return ipNet(netip.PrefixFrom(a, a.BitLen())) }
 
-func prefixOf(dst *net.IPNet) netip.Prefix {
+// PrefixOf is a route's destination as a prefix (nil: the default route).
+func PrefixOf(dst *net.IPNet) netip.Prefix {
 	if dst == nil {
 		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 	}
@@ -83,7 +84,7 @@ func Check(wan netlink.Link, tunnels []tunnel.Tunnel, routes []tunnel.Route, own
 		return kr.Protocol == Proto || slices.Contains(own, kr.LinkIndex)
 	})
 	for _, kr := range kernel {
-		kpfx := prefixOf(kr.Dst)
+		kpfx := PrefixOf(kr.Dst)
 		for _, r := range routes {
 			if r.Prefix == kpfx || kpfx.Bits() > 0 && r.Prefix.Overlaps(kpfx) {
 				return fmt.Errorf("route %s overlaps the kernel route %s dev %s: remove that route or choose another prefix", r.Prefix, kpfx, linkName(kr.LinkIndex))
@@ -96,7 +97,7 @@ func Check(wan netlink.Link, tunnels []tunnel.Tunnel, routes []tunnel.Route, own
 	for _, t := range tunnels {
 		best := -1
 		for _, kr := range kernel {
-			if p := prefixOf(kr.Dst); p.Contains(t.Remote) && p.Bits() > best && kr.LinkIndex == wan.Attrs().Index {
+			if p := PrefixOf(kr.Dst); p.Contains(t.Remote) && p.Bits() > best && kr.LinkIndex == wan.Attrs().Index {
 				best = p.Bits()
 			}
 		}
@@ -134,8 +135,9 @@ func WANNexthop(wan netlink.Link, t tunnel.Tunnel) (netip.Addr, error) {
 
 // Interface makes or updates tunnel t's interface for the BPF data plane:
 // a veth pair, NAME and NAMEp, MTU t.MTU, no ARP (nothing ever resolves a
-// neighbour on it), no IPv6 (grebpf carries IPv4), GRO on NAME (an XDP
-// redirect into NAMEp needs NAPI on NAME), both up, and NAME holding
+// neighbour on it), no IPv6 (grebpf carries IPv4), GRO on NAME (so what
+// crosses the pair is received through NAPI and GRO, as from a NIC, not
+// the per-CPU backlog), both up, and NAME holding
 // OVERLAY peer PEER. It returns t with Link filled in.
 func Interface(h *netlink.Handle, wan netlink.Link, t tunnel.Tunnel) (tunnel.Tunnel, error) {
 	peer := PeerName(t.Name)
@@ -333,7 +335,7 @@ func Routes(tunnels []tunnel.Tunnel, routes []tunnel.Route) error {
 	}
 	installed := map[key]netlink.Route{}
 	for _, r := range have {
-		installed[key{prefixOf(r.Dst), r.LinkIndex}] = r
+		installed[key{PrefixOf(r.Dst), r.LinkIndex}] = r
 	}
 	batch, err := newRouteBatch()
 	if err != nil {

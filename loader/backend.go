@@ -11,6 +11,9 @@ import (
 // yardstick. Both take the same config and report the same state, so
 // everything above them (attach, detach, show, stats, lab, bench) is
 // written once.
+//
+// Attach and Detach run with the namespace's lock held: call them through
+// AttachWith and DetachWith.
 type Backend interface {
 	Mode() string
 	Attach(ns string, r config.Router) (Report, error)
@@ -24,8 +27,8 @@ type Backend interface {
 type bpfBackend struct{}
 
 func (bpfBackend) Mode() string                                      { return config.ModeBPF }
-func (bpfBackend) Attach(ns string, r config.Router) (Report, error) { return Attach(ns, r) }
-func (bpfBackend) Detach(ns string) error                            { return Detach(ns) }
+func (bpfBackend) Attach(ns string, r config.Router) (Report, error) { return attachBPF(ns, r) }
+func (bpfBackend) Detach(ns string) error                            { return detachBPF(ns) }
 func (bpfBackend) State(ns string) (State, error)                    { return ReadState(ns) }
 func (bpfBackend) Attached(ns string) bool                           { return Attached(ns) }
 
@@ -65,14 +68,35 @@ func AttachedBackend(ns string) Backend {
 
 // AttachWith attaches r with the backend of its mode, refusing when the
 // other backend holds the namespace: the two would fight over the
-// tunnel names and routes.
+// tunnel names and routes. It holds the namespace's lock throughout.
 func AttachWith(ns string, r config.Router) (Report, error) {
 	b, err := BackendFor(r.Mode)
 	if err != nil {
 		return Report{}, err
 	}
+	l, err := lockNS(ns, opAttach)
+	if err != nil {
+		return Report{}, err
+	}
+	defer l.unlock()
 	if cur := AttachedBackend(ns); cur != nil && cur.Mode() != b.Mode() {
 		return Report{}, fmt.Errorf("grebpf is attached in %s mode in %s: run grebpf detach first", cur.Mode(), ns)
 	}
 	return b.Attach(ns, r)
+}
+
+// DetachWith detaches whichever backend holds ns, with the namespace's
+// lock held, and says which mode that was. A BPF attach or detach that
+// was killed half-way counts as attached: detach finishes it.
+func DetachWith(ns string) (mode string, err error) {
+	l, err := lockNS(ns, opDetach)
+	if err != nil {
+		return "", err
+	}
+	defer l.unlock()
+	b := AttachedBackend(ns)
+	if _, interrupted, _ := readJournal(ns); interrupted || b == nil {
+		b = bpfBackend{}
+	}
+	return b.Mode(), b.Detach(ns)
 }

@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -18,20 +19,66 @@ import (
 // ErrNotAttached is returned by Detach when there is nothing to detach.
 var ErrNotAttached = errors.New("nothing attached")
 
-// Detach removes everything Attach created in ns: the tunnel interfaces
-// (their addresses and routes go with them), managed neighbours, programs,
-// links, filters, the clsact qdisc and GRO setting on the WAN device if
-// attach added them, maps and pins.
-func Detach(ns string) error {
+// detachBPF is Detach for the BPF backend, with the namespace's lock
+// held. It journals first, so that a detach killed half-way is finished
+// by the next attach or detach.
+func detachBPF(ns string) error {
+	x := &txn{}
+	defer x.close()
+	recovered, err := recoverInterrupted(x, ns)
+	if err != nil {
+		return err
+	}
+	rec, _, err := readRecord(ns)
+	if err != nil {
+		return err
+	}
 	if !Attached(ns) {
+		if recovered != "" {
+			return nil
+		}
 		return fmt.Errorf("%w in network namespace %s", ErrNotAttached, ns)
 	}
-	return detachDir(Dir(ns))
+	if err := writeJSON(journalPath(ns), journal{Op: opDetach, PID: os.Getpid()}); err != nil {
+		return err
+	}
+	if err := detachAll(x, ns, rec); err != nil {
+		return err
+	}
+	if err := removeFile(recordPath(ns)); err != nil {
+		return err
+	}
+	return removeFile(journalPath(ns))
 }
 
-// detachDir works from the pins alone, so it also finishes a half-done
-// attach. It carries on past errors and reports them all.
-func detachDir(dir string) error {
+// detachAll removes everything of grebpf's in ns: what the pins name,
+// interfaces marked as grebpf's that no pin names (an attach killed
+// between making one and recording it), and the next hops of the records
+// given.
+func detachAll(x *txn, ns string, recs ...record) error {
+	errs := []error{detachDir(x, Dir(ns))}
+	if err := x.at("remove stray interfaces"); err != nil {
+		return err
+	}
+	own, err := routing.OwnInterfaces()
+	errs = append(errs, err)
+	for _, idx := range own {
+		errs = append(errs, routing.DeleteInterface(uint32(idx)))
+	}
+	for _, r := range recs {
+		if wan, err := netlink.LinkByName(r.Router.Device); err == nil {
+			errs = append(errs, routing.ForgetNeighbours(wan.Attrs().Index, r.Nexthops, nil))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// detachDir removes what the pins in dir name: the tunnel interfaces
+// (their addresses and routes go with them), managed neighbours,
+// programs, links, filters, the clsact qdisc and GRO setting on the WAN
+// device if attach added them, maps and pins. It carries on past errors
+// and reports them all.
+func detachDir(x *txn, dir string) error {
 	var (
 		errs    []error
 		m       maps.Maps
@@ -48,13 +95,21 @@ func detachDir(dir string) error {
 		tunnels, _ = maps.Tunnels(&m)
 		tm.Close()
 	}
+	if err := x.at("remove interfaces"); err != nil {
+		return err
+	}
+	var nexthops []netip.Addr
 	for _, t := range tunnels {
 		errs = append(errs, routing.DeleteInterface(t.Link.Ifindex))
+		nexthops = append(nexthops, t.WANNexthop)
 	}
 	idx := int(att.Ifindex)
 	dev, devErr := netlink.LinkByIndex(idx)
 	if idx != 0 && devErr == nil {
-		errs = append(errs, routing.ForgetNexthops(idx, tunnels, nil))
+		if err := x.at("restore the WAN device"); err != nil {
+			return err
+		}
+		errs = append(errs, routing.ForgetNeighbours(idx, nexthops, nil))
 		if att.Tc == bpf.GrebpfTcAttachTC_CLSACT {
 			if err := netlink.FilterDel(clsactFilter(idx, ebpf.AttachTCXIngress)); err != nil && !os.IsNotExist(err) {
 				errs = append(errs, fmt.Errorf("delete cls_bpf filter: %w", err))
@@ -67,8 +122,18 @@ func detachDir(dir string) error {
 			errs = append(errs, routing.SetGRO(dev.Attrs().Name, false))
 		}
 	}
+	if err := x.at("remove pins"); err != nil {
+		return err
+	}
 	// Unlinking the pins drops the last reference to links, programs and
-	// maps: the kernel detaches the links as they go.
+	// maps: the kernel detaches the links as they go. The attachment
+	// record goes last: while it is there, detach can be run again.
+	pins, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, p := range pins {
+		if filepath.Base(p) != bpf.GrebpfMapAttachments {
+			errs = append(errs, os.RemoveAll(p))
+		}
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove pins: %w", err))
 	}
@@ -77,6 +142,10 @@ func detachDir(dir string) error {
 }
 
 func removeClsactIfEmpty(dev netlink.Link) error {
+	has, err := hasClsact(dev.Attrs().Index)
+	if err != nil || !has {
+		return err // a crash may have come between marking it ours and adding it
+	}
 	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
 		fs, err := netlink.FilterList(dev, parent)
 		if err != nil {

@@ -46,6 +46,7 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	fs.StringVar(&t.Overlay, "overlay", "", "this side's tunnel address")
 	fs.StringVar(&t.Peer, "peer", "", "the other side's tunnel address")
 	fs.Var(&routes, "route", "inner prefix to send through the tunnel (repeatable)")
+	fs.DurationVar(&loader.LockWait, "wait", loader.LockWait, "how long to wait while another grebpf attaches or detaches in the namespace")
 	fs.Var(&fastpath, "fastpath", "LAN device to put the XDP fast path on (repeatable); decap then runs in XDP and forwards too")
 	if err := parse(fs, args); err != nil {
 		return r, err
@@ -107,6 +108,9 @@ func runAttach(g *globals, args []string) error {
 		return err
 	}
 	rep, err := loader.AttachWith(ns, r)
+	if rep.Recovered != "" {
+		fmt.Fprintf(g.err, "grebpf: %s\n", rep.Recovered)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/grebpf/grebpf/internal/config"
@@ -8,7 +9,8 @@ import (
 )
 
 func runDetach(g *globals, args []string) error {
-	fs := newFlags(g, "detach", "detach")
+	fs := newFlags(g, "detach", "detach [--wait 60s]")
+	fs.DurationVar(&loader.LockWait, "wait", loader.LockWait, "how long to wait while another grebpf attaches or detaches in the namespace")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -16,16 +18,16 @@ func runDetach(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	b := loader.AttachedBackend(ns)
-	if b == nil {
+	mode, err := loader.DetachWith(ns)
+	if errors.Is(err, loader.ErrNotAttached) {
 		// Detach is idempotent: nothing there is the state asked for.
 		fmt.Fprintf(g.out, "grebpf: nothing attached in %s\n", ns)
 		return nil
 	}
-	if err := b.Detach(ns); err != nil {
+	if err != nil {
 		return err
 	}
-	if b.Mode() == config.ModeKernel {
+	if mode == config.ModeKernel {
 		fmt.Fprintf(g.out, "grebpf: detached ip_gre tunnels in %s\n", ns)
 		return nil
 	}

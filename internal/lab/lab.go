@@ -374,8 +374,8 @@ func Down() error {
 			continue
 		}
 		errs = append(errs, netns.Do(ns, func() error {
-			if b := loader.AttachedBackend(ns); b != nil {
-				return b.Detach(ns)
+			if _, err := loader.DetachWith(ns); !errors.Is(err, loader.ErrNotAttached) {
+				return err
 			}
 			return nil
 		}))

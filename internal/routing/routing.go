@@ -294,25 +294,39 @@ func KeepResolved(h *netlink.Handle, wan netlink.Link, tunnels []tunnel.Tunnel) 
 	return out, nil
 }
 
-// ForgetNexthops deletes the managed neighbours of gone tunnels that no
-// tunnel in keep still uses.
-func ForgetNexthops(wanIfindex int, gone, keep []tunnel.Tunnel) error {
-	used := map[netip.Addr]bool{}
-	for _, t := range keep {
-		used[t.WANNexthop] = true
-	}
+// ForgetNeighbours deletes the managed neighbours on wanIfindex for the
+// next hops in gone that keep does not use.
+func ForgetNeighbours(wanIfindex int, gone, keep []netip.Addr) error {
 	var errs []error
-	for _, t := range gone {
-		if !t.WANNexthop.IsValid() || used[t.WANNexthop] {
+	done := map[netip.Addr]bool{}
+	for _, nh := range gone {
+		if !nh.IsValid() || done[nh] || slices.Contains(keep, nh) {
 			continue
 		}
-		used[t.WANNexthop] = true // delete once
-		n := &netlink.Neigh{LinkIndex: wanIfindex, Family: unix.AF_INET, IP: t.WANNexthop.AsSlice()}
+		done[nh] = true
+		n := &netlink.Neigh{LinkIndex: wanIfindex, Family: unix.AF_INET, IP: nh.AsSlice()}
 		if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("delete managed neighbour %s: %w", t.WANNexthop, err))
+			errs = append(errs, fmt.Errorf("delete managed neighbour %s: %w", nh, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// OwnInterfaces lists the ifindexes of the tunnel interfaces (and their
+// veth peers) grebpf made in this namespace, whether or not a data plane
+// records them.
+func OwnInterfaces() ([]int, error) {
+	ls, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []int
+	for _, l := range ls {
+		if l.Type() == "veth" && l.Attrs().Alias == Alias {
+			out = append(out, l.Attrs().Index)
+		}
+	}
+	return out, nil
 }
 
 // Routes makes grebpf's routes on the tunnel interfaces exactly routes:

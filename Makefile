@@ -6,6 +6,9 @@ GO ?= go
 DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod \
 	qemu-system-x86 busybox-static cpio xz-utils frr
 KERNEL ?= 6.12
+# Soak loops (hot upgrades, attach/detach cycles) in the emulated VM: the
+# host runs the full counts.
+VM_SOAK_ROUNDS ?= 20
 
 .PHONY: all build deps generate demo test test-vm bench bench-vm fuzz clean
 
@@ -45,7 +48,9 @@ test: deps
 test-vm: deps
 	$(GO) build -o bin/vmrun ./test/vm
 	$(GO) build -o bin/grebpf ./cmd/grebpf
-	set -o pipefail; GREBPF_BIN=$(CURDIR)/bin/grebpf $(GO) test -count=1 -p 1 -timeout 60m -v \
+	$(GO) build -o bin/grebpf-variant -ldflags "-X github.com/grebpf/grebpf/loader.buildVariant=1" ./cmd/grebpf
+	set -o pipefail; GREBPF_BIN=$(CURDIR)/bin/grebpf GREBPF_BIN_VARIANT=$(CURDIR)/bin/grebpf-variant \
+		GREBPF_SOAK_ROUNDS=$(VM_SOAK_ROUNDS) $(GO) test -count=1 -p 1 -timeout 60m -v \
 		-exec "$(CURDIR)/bin/vmrun -kernel $(KERNEL) -tcg single --" ./... 2>&1 | tee test-vm-$(KERNEL).log | \
 		grep -E '^\s*--- |^(ok|FAIL|panic)|iperf3 TCP|^vm: '; \
 		status=$$?; echo "tests on $(KERNEL): $$(grep -c -- '--- PASS' test-vm-$(KERNEL).log) passed, $$(grep -c -- '--- FAIL' test-vm-$(KERNEL).log) failed (full log: test-vm-$(KERNEL).log)"; exit $$status
@@ -61,8 +66,17 @@ bench-vm: deps build
 	$(GO) build -o bin/vmrun ./test/vm
 	bin/vmrun -kernel $(KERNEL) -tcg single -- bin/grebpf bench
 
+# A fuzzing campaign: each program's fuzz target for FUZZ_EXECS executions
+# (the one-counter and exact-transformation invariants on every input).
+# A failing input lands in bpf/testdata/fuzz/, a seed from then on.
+FUZZ_EXECS ?= 1000000
+FUZZ_TARGETS := FuzzDecap FuzzEncap FuzzFastpathLAN FuzzFastpathWAN
 fuzz: deps
-	$(GO) test -run '^$$' -fuzz FuzzDecap -fuzztime 60s ./bpf
+	set -o pipefail; for f in $(FUZZ_TARGETS); do \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZ_EXECS)x ./bpf 2>&1 | tee fuzz-$$f.log | \
+			grep -v '^fuzz: elapsed' || exit 1; \
+		echo "$$f: $$(grep -o 'execs: [0-9]*' fuzz-$$f.log | tail -1) in $$(grep -o 'elapsed: [0-9hms]*' fuzz-$$f.log | tail -1)"; \
+	done
 
 clean:
-	rm -rf bin test.log test-vm-*.log
+	rm -rf bin test.log test-vm-*.log fuzz-*.log

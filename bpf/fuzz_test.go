@@ -2,8 +2,14 @@ package bpf_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"net"
+	"runtime"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
 
@@ -59,5 +65,239 @@ func FuzzDecap(f *testing.F) {
 				}
 			}
 		}
+	})
+}
+
+// fuzzNS is the namespace a fuzz target set up (the FIB its programs look
+// up): each input runs in it, on whichever goroutine the fuzzer uses.
+type fuzzNS int
+
+// here returns the calling test's namespace, made by wanNS.
+func here(tb testing.TB) fuzzNS {
+	fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	must(tb, err)
+	tb.Cleanup(func() { unix.Close(fd) })
+	return fuzzNS(fd)
+}
+
+func (ns fuzzNS) do(t *testing.T, fn func()) {
+	runtime.LockOSThread()
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	must(t, err)
+	defer unix.Close(orig)
+	must(t, unix.Setns(int(ns), unix.CLONE_NEWNET))
+	fn()
+	if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+		t.Fatalf("back to the original namespace: %v", err) // the thread stays locked and dies
+	}
+	runtime.UnlockOSThread()
+}
+
+// runnable says whether BPF_PROG_TEST_RUN takes in as a frame: Ethernet
+// at least, at most what one Ethernet frame carries (the programs are
+// not frags-aware), and for an skb a whole IPv4 or IPv6 header.
+func runnable(in []byte, skb bool) bool {
+	if len(in) < 14 || len(in) > 1514 {
+		return false
+	}
+	switch binary.BigEndian.Uint16(in[12:]) {
+	case 0x0800:
+		return !skb || len(in) >= 34
+	case 0x86dd:
+		return !skb || len(in) >= 54
+	}
+	return true
+}
+
+// movedOne checks the one-counter invariant and returns the reasons that
+// moved and the tunnel counters' change.
+func movedOne(t *testing.T, before counts, m *maps.Maps) (map[string]uint64, tunnel.Counters) {
+	reasons, tun := delta(before, snapshot(t, m))
+	moved := len(reasons)
+	if tun.RxPackets != 0 || tun.TxPackets != 0 {
+		moved++
+	}
+	if moved > 1 || tun.RxPackets > 1 || tun.TxPackets > 1 {
+		t.Fatalf("counters moved: %v %+v, want at most one by one", reasons, tun)
+	}
+	for name, n := range reasons {
+		if n != 1 {
+			t.Fatalf("reason %s moved by %d", name, n)
+		}
+	}
+	return reasons, tun
+}
+
+// decTTL is ip_decrease_ttl on a raw IPv4 header: TTL - 1, checksum
+// updated incrementally, in the host's byte order as the kernel does it.
+func decTTL(ip []byte) {
+	check := uint32(binary.NativeEndian.Uint16(ip[10:]))
+	check += uint32(binary.NativeEndian.Uint16([]byte{0x01, 0x00}))
+	if check >= 0xffff {
+		check++
+	}
+	binary.NativeEndian.PutUint16(ip[10:], uint16(check))
+	ip[8]--
+}
+
+// encapOf is the frame ip_gre sends for the IPv4 packet l3 over the
+// plain test tunnel (TTL 64, TOS inherited, ECN CE sent as ECT(0)):
+// outer IPv4 with DF and the given id, GRE, l3 as it is; totLen is the
+// outer total length.
+func encapOf(l3 []byte, id uint16, totLen int) []byte {
+	tos := l3[1]
+	if tos&3 == 3 {
+		tos = tos&^3 | 2
+	}
+	hdr := []byte{0x45, tos, byte(totLen >> 8), byte(totLen), byte(id >> 8), byte(id), 0x40, 0, 64, 47, 0, 0}
+	hdr = append(append(hdr, wanLocal.AsSlice()...), wanRemote.AsSlice()...)
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(hdr[i])<<8 | uint32(hdr[i+1])
+	}
+	sum = sum&0xffff + sum>>16
+	sum = sum&0xffff + sum>>16
+	binary.BigEndian.PutUint16(hdr[10:], ^uint16(sum))
+	out := append(append(bytes.Clone(macWAN), macR1...), 0x08, 0x00)
+	out = append(append(out, hdr...), 0x00, 0x00, 0x08, 0x00)
+	return append(out, l3...)
+}
+
+// FuzzEncap feeds arbitrary frames to encap on the tunnel interface's
+// veth peer: exactly one counter moves; a frame sent on (tx counted) is
+// the input's L3 under exactly ip_gre's outer headers; a dropped one
+// names a reason.
+func FuzzEncap(f *testing.F) {
+	link := tunnelDevs(f, wanNS(f, true))
+	objs := loadOn(f, testTunnel(nil, link, tunnel.RPStrict))
+	ns := here(f)
+	for _, tos := range []uint8{0, 0xb8, 0x03} {
+		f.Add(frame(f, macTun, macTun, innerPacket(f, lan1Host, lan2Host, tos, 63)))
+	}
+	f.Add(frame(f, macTun, macTun, []byte{0x45}))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if !runnable(in, true) {
+			return
+		}
+		ns.do(t, func() {
+			before := snapshot(t, &objs.GrebpfMaps)
+			verdict, out := run(t, objs.EncapTc, in, skbContext{Ifindex: link.PeerIfindex})
+			reasons, tun := movedOne(t, before, &objs.GrebpfMaps)
+			switch {
+			case verdict == tcRedirect:
+				if tun.TxPackets != 1 || len(out) < 34 {
+					t.Fatalf("redirected with counters %v %+v, output %x", reasons, tun, out)
+				}
+				id := binary.BigEndian.Uint16(out[18:])
+				if want := encapOf(in[14:], id, len(in)-14+24); !bytes.Equal(out, want) {
+					t.Fatalf("encapsulated frame:%s", diff(out, want))
+				}
+			case verdict == tcShot:
+				if len(reasons) != 1 {
+					t.Fatalf("dropped with counters %v %+v", reasons, tun)
+				}
+			default:
+				t.Fatalf("verdict %d", verdict)
+			}
+		})
+	})
+}
+
+// FuzzFastpathLAN feeds arbitrary frames to the LAN fast path: a frame
+// left to the stack is unchanged and counted nowhere; a frame sent on is
+// counted as tx and is the input's packet, TTL decremented as forwarding
+// does, under exactly ip_gre's outer headers.
+func FuzzFastpathLAN(f *testing.F) {
+	wan := wanNS(f, true)
+	lan := lanSide(f, true)
+	objs := loadOn(f, testTunnel(nil, tunnelDevs(f, wan), tunnel.RPStrict))
+	ns := here(f)
+	f.Add(frame(f, macWAN, macLANHost, innerPacket(f, lan1Host, lan2Host, 0, 64)))
+	f.Add(frame(f, macWAN, macLANHost, innerPacket(f, lan1Host, lan2Host, 0x03, 2)))
+	f.Add(frame(f, macWAN, macLANHost, innerPacket(f, lan1Host, net.IPv4(10, 100, 0, 254), 0, 64)))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if !runnable(in, false) {
+			return
+		}
+		ns.do(t, func() {
+			before := snapshot(t, &objs.GrebpfMaps)
+			verdict, out := run(t, objs.FastpathLan, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(lan)})
+			reasons, tun := movedOne(t, before, &objs.GrebpfMaps)
+			switch verdict {
+			case xdpPass:
+				if len(reasons) != 0 || tun != (tunnel.Counters{}) || !bytes.Equal(out, in) {
+					t.Fatalf("left to the stack with counters %v %+v, frame:%s", reasons, tun, diff(out, in))
+				}
+			case xdpRedirect:
+				if tun.TxPackets != 1 {
+					t.Fatalf("redirected with counters %v %+v", reasons, tun)
+				}
+				l3 := bytes.Clone(in[14:])
+				decTTL(l3)
+				totLen := int(binary.BigEndian.Uint16(l3[2:])) + 24
+				if want := encapOf(l3, binary.BigEndian.Uint16(out[18:]), totLen); !bytes.Equal(out, want) {
+					t.Fatalf("encapsulated frame:%s", diff(out, want))
+				}
+			default:
+				t.Fatalf("verdict %d", verdict)
+			}
+		})
+	})
+}
+
+// FuzzFastpathWAN feeds arbitrary frames to the WAN fast path: exactly
+// one counter moves; a decapsulated packet (rx counted) either goes to
+// the tunnel interface as decap_xdp hands it on, or is forwarded to the
+// next hop the FIB names, TTL decremented as forwarding does; anything
+// else is unchanged.
+func FuzzFastpathWAN(f *testing.F) {
+	wan := wanNS(f, true)
+	lanSide(f, true)
+	link := tunnelDevs(f, wan)
+	objs := loadOn(f, testTunnel(nil, link, tunnel.RPStrict))
+	ns := here(f)
+	for _, ttl := range []uint8{63, 1} {
+		f.Add(greFrame(f, wanRemote, wanLocal, plainGRE(), innerPacket(f, lan2Host, lan1Host, 0, ttl)))
+	}
+	f.Add(greFrame(f, wanRemote, wanLocal, plainGRE(), innerPacket(f, net.IPv4(8, 8, 8, 8), lan1Host, 0, 63)))
+	f.Add(greFrame(f, wanRemote, wanLocal, keyedGRE(testKey), innerPacket(f, lan2Host, lan1Host, 0, 63)))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if !runnable(in, false) {
+			return
+		}
+		ns.do(t, func() {
+			before := snapshot(t, &objs.GrebpfMaps)
+			verdict, out := run(t, objs.FastpathWan, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(wan)})
+			reasons, tun := movedOne(t, before, &objs.GrebpfMaps)
+			if tun.RxPackets == 0 {
+				if len(reasons) != 1 || !bytes.Equal(out, in) || verdict != xdpPass && verdict != xdpDrop {
+					t.Fatalf("verdict %d with counters %v %+v, frame:%s", verdict, reasons, tun, diff(out, in))
+				}
+				return
+			}
+			if !bytes.Equal(in[14+12:14+20], append(wanRemote.AsSlice(), wanLocal.AsSlice()...)) {
+				t.Fatalf("decapsulated a packet not from the configured peer: %x", in)
+			}
+			l3 := bytes.Clone(in[14+int(in[14]&0x0f)*4+4:])
+			var want []byte
+			switch verdict {
+			case xdpPass:
+				want = withMeta(link.Ifindex, append(append(append(bytes.Clone(macTun), macTunPeer...), 0x08, 0x00), l3...))
+			case xdpRedirect:
+				// To the LAN host, or back out of the WAN device where the
+				// FIB sends everything else (its default route).
+				dst, src := macWAN, macR1
+				if len(l3) >= 20 && net.IP(l3[16:20]).Mask(net.CIDRMask(24, 32)).Equal(net.IPv4(172, 16, 100, 0)) {
+					dst, src = macLANHost, macWAN
+				}
+				decTTL(l3)
+				want = append(append(append(bytes.Clone(dst), src...), 0x08, 0x00), l3...)
+			default:
+				t.Fatalf("decapsulated, verdict %d", verdict)
+			}
+			if !bytes.Equal(out, want) {
+				t.Fatalf("decapsulated frame (verdict %d):%s", verdict, diff(out, want))
+			}
+		})
 	})
 }

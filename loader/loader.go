@@ -80,6 +80,7 @@ func load(dir string) (*bpf.GrebpfObjects, error) {
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinByName
 	}
+	applyVariant(spec)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create pin directory: %w", err)
 	}

@@ -380,11 +380,10 @@ func makeTunnels(x *txn, dir string, objs *bpf.GrebpfObjects, wan netlink.Link, 
 	if err := x.at("neighbours"); err != nil {
 		return nil, false, err
 	}
-	tunnels, err := routing.KeepResolved(h, wan, plan.Tunnels)
+	tunnels, changed, err := routing.KeepResolved(h, wan, plan.Tunnels)
 	if err != nil {
 		return nil, false, err
 	}
-	changed := false
 	for i, t := range tunnels {
 		if err := x.at("interface " + t.Name); err != nil {
 			return nil, changed, err

@@ -32,6 +32,9 @@ type State struct {
 	Routes     []tunnel.Route // every IPv4 route through a tunnel interface, whoever added it
 	Reasons    []uint64       // indexed by maps.Reason
 	FastPath   []string       // LAN devices with the XDP fast path
+	// Problems are what stops or slows the tunnels' traffic now, each
+	// with its fix.
+	Problems []string
 }
 
 // ReadState reads a pinned data plane.
@@ -76,6 +79,7 @@ func ReadState(ns string) (State, error) {
 		}
 		s.FastPath = append(s.FastPath, name)
 	}
+	s.Problems = problems(s)
 	s.Reasons, err = maps.ReasonCounts(&d.Maps)
 	return s, err
 }

@@ -44,6 +44,8 @@ type showOut struct {
 	Pins     string       `json:"pins"`
 	Tunnels  []showTunnel `json:"tunnels"`
 	Routes   []showRoute  `json:"routes"`
+	// Problems stop or slow the tunnels' traffic now; each names its fix.
+	Problems []string `json:"problems"`
 }
 
 func runShow(g *globals, args []string) error {
@@ -60,7 +62,10 @@ func runShow(g *globals, args []string) error {
 	out := showOut{
 		Netns: ns, Mode: st.Mode, Device: st.Device, Decap: st.DecapName(), TC: st.TCName(),
 		GRO: st.Attachment.Flags&maps.AttachGROOwned != 0, TCX: loader.HaveTCX(), Pins: st.Dir, FastPath: st.FastPath,
-		Tunnels: []showTunnel{}, Routes: []showRoute{},
+		Tunnels: []showTunnel{}, Routes: []showRoute{}, Problems: st.Problems,
+	}
+	if out.Problems == nil {
+		out.Problems = []string{}
 	}
 	if out.Mode != config.ModeKernel {
 		out.Encap = st.EncapName()
@@ -107,6 +112,12 @@ func runShow(g *globals, args []string) error {
 		}
 		fmt.Fprintf(g.out, "kernel: tcx %s\n", yesNo(out.TCX))
 		fmt.Fprintf(g.out, "pins %s\n\n", out.Pins)
+	}
+	for _, p := range out.Problems {
+		fmt.Fprintf(g.out, "problem: %s\n", p)
+	}
+	if len(out.Problems) > 0 {
+		fmt.Fprintln(g.out)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU\tRP-FILTER")

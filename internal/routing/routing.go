@@ -263,13 +263,15 @@ func DeleteInterface(ifindex uint32) error {
 
 // KeepResolved gives each distinct outer next hop a managed neighbour entry
 // on wan, which the kernel keeps resolved: encap then always finds its
-// MAC. It returns the tunnels with WANNexthop set.
-func KeepResolved(h *netlink.Handle, wan netlink.Link, tunnels []tunnel.Tunnel) ([]tunnel.Tunnel, error) {
+// MAC. It returns the tunnels with WANNexthop set, and whether it added an
+// entry.
+func KeepResolved(h *netlink.Handle, wan netlink.Link, tunnels []tunnel.Tunnel) ([]tunnel.Tunnel, bool, error) {
 	idx := wan.Attrs().Index
 	ns, err := h.NeighList(idx, unix.AF_INET)
 	if err != nil {
-		return nil, fmt.Errorf("list neighbours: %w", err)
+		return nil, false, fmt.Errorf("list neighbours: %w", err)
 	}
+	changed := false
 	managed := map[netip.Addr]bool{}
 	for _, n := range ns {
 		if a, ok := netip.AddrFromSlice(n.IP.To4()); ok && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
@@ -280,18 +282,19 @@ func KeepResolved(h *netlink.Handle, wan netlink.Link, tunnels []tunnel.Tunnel) 
 	for i, t := range out {
 		nh, err := WANNexthop(wan, t)
 		if err != nil {
-			return nil, err
+			return nil, changed, err
 		}
 		if !managed[nh] {
 			if err := h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET,
 				IP: nh.AsSlice(), FlagsExt: netlink.NTF_EXT_MANAGED}); err != nil {
-				return nil, fmt.Errorf("add managed neighbour for next hop %s (kernel 5.16+): %w", nh, err)
+				return nil, changed, fmt.Errorf("add managed neighbour for next hop %s (kernel 5.16+): %w", nh, err)
 			}
 			managed[nh] = true
+			changed = true
 		}
 		out[i].WANNexthop = nh
 	}
-	return out, nil
+	return out, changed, nil
 }
 
 // ForgetNeighbours deletes the managed neighbours on wanIfindex for the

@@ -72,4 +72,3 @@ func problems(s State) []string {
 	}
 	return out
 }
-

@@ -94,6 +94,19 @@ func prepare(ns string, r config.Router) (p prepared, err error) {
 		}
 		p.att = prevAtt
 	}
+	if len(p.plan.FastPath) > 0 {
+		targets := []netlink.Link{p.wan}
+		for _, name := range p.plan.FastPath {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return p, err
+			}
+			targets = append(targets, l)
+		}
+		if err := checkRedirectTargets(targets); err != nil {
+			return p, err
+		}
+	}
 	own, err := routing.OwnInterfaces()
 	if err != nil {
 		return p, err

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -29,6 +30,13 @@ func TestBadInput(t *testing.T) {
 		return out
 	}
 	r1 := attachArgs("r1")
+	// One tunnel more than the maps hold, each otherwise fine.
+	var many strings.Builder
+	many.WriteString("device: wan1\ntunnels:\n")
+	for i := 0; i <= loader.MaxTunnels(); i++ {
+		fmt.Fprintf(&many, "  - {name: t%d, local: 10.100.0.1, remote: 10.%d.%d.%d, overlay: 192.168.1.1, peer: 192.168.1.2}\n", i, 1+i>>16, i>>8&0xff, i&0xff)
+	}
+	tooMany := writeConfig(t, many.String())
 	cases := []struct {
 		name   string
 		args   []string
@@ -58,6 +66,8 @@ func TestBadInput(t *testing.T) {
 		{"site without config", append(r1, "--site", "r1"), false, "--site picks a part of a config file: give --config FILE too"},
 		{"bad encap", append(r1, "--encap", "ingress"), false, `encap "ingress": use peer or egress`},
 		{"too many sites", []string{"lab", "up", "--sites", "9"}, false, "sites 9: use 2..8"},
+		{"more tunnels than the maps hold", []string{"--netns", "r1", "attach", "--config", tooMany}, false,
+			fmt.Sprintf("config has %d tunnels; grebpf holds at most %d per network namespace: split them over namespaces", loader.MaxTunnels()+1, loader.MaxTunnels())},
 		{"unknown topology", []string{"lab", "config", "--topology", "star"}, false, `topology "star": use mesh or hub`},
 	}
 	if !haveIPGRE {

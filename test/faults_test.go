@@ -162,3 +162,21 @@ func TestNexthopChangesMACSilently(t *testing.T) {
 	t.Logf("traffic back %v after the next hop changed MAC unannounced", time.Since(start).Round(100*time.Millisecond))
 	noProblems(t)
 }
+
+// The fast path redirects into veths: where the peer cannot receive
+// (no GRO, no XDP program: no NAPI), attach refuses instead of dropping
+// every forwarded frame, and changes nothing.
+func TestFastPathNeedsNAPI(t *testing.T) {
+	labUp(t, "--fastpath")
+	grebpf(t, attachArgs("r2", "--fastpath", "LAN")...)
+	in(t, "lan1", "ethtool", "-K", "eth0", "gro", "off")
+	before := snapshot(t, "r1", "wan1")
+	refused(t, "the fast path redirects into lan1, but its veth peer eth0 in network namespace lan1 has no NAPI to receive on, so every frame would be dropped: turn GRO on there (ethtool -K eth0 gro on)",
+		attachArgs("r1", "--fastpath", "LAN")...)
+	if after := snapshot(t, "r1", "wan1"); after != before {
+		t.Fatalf("a refused attach changed r1:\n%s", diffLines(before, after))
+	}
+	in(t, "lan1", "ethtool", "-K", "eth0", "gro", "on")
+	grebpf(t, attachArgs("r1", "--fastpath", "LAN")...)
+	mustPing(t, "lan1", "172.16.200.1")
+}

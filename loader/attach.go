@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -449,7 +448,7 @@ func removeGone(x *txn, dir string, m *bpf.GrebpfMaps, wan netlink.Link, plan co
 	changed := false
 	keep := map[string]bool{}
 	for _, t := range tunnels {
-		keep[t.Name] = true
+		keep[t.Name], keep[routing.PeerName(t.Name)] = true, true
 	}
 	var gone []tunnel.Tunnel
 	for _, t := range prev {
@@ -481,8 +480,7 @@ func removeGone(x *txn, dir string, m *bpf.GrebpfMaps, wan netlink.Link, plan co
 		if err != nil {
 			continue // its veth peer went with the other end
 		}
-		name := strings.TrimSuffix(l.Attrs().Name, "p")
-		if !keep[l.Attrs().Name] && !keep[name] {
+		if !keep[l.Attrs().Name] {
 			changed = true
 			if err := routing.DeleteInterface(uint32(idx)); err != nil {
 				return changed, err

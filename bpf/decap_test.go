@@ -2,6 +2,7 @@ package bpf_test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -271,4 +272,74 @@ func TestDecapInnerSource(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDecapECN runs every outer × inner ECN combination through each
+// decap path. RFC 6040 as ip_gre applies it: outer CE marks an
+// ECN-capable inner packet CE and drops a Not-ECT one (counted); outer
+// ECT(1) turns inner ECT(0) into ECT(1); the rest is left alone. The
+// expected inner header is built anew, checksum computed from scratch.
+func TestDecapECN(t *testing.T) {
+	const notECT, ect1, ect0, ce = 0, 1, 2, 3
+	wan := wanNS(t, true)
+	lanSide(t, true)
+	objs := loadOn(t, testTunnel(nil, tunnelDevs(t, wan), tunnel.RPStrict))
+	progs := append(decapProgs(objs), decapProg{"fastpath", objs.FastpathWan, xdpPass, xdpDrop, xdpRedirect, false})
+	for outer := uint8(0); outer < 4; outer++ {
+		for innerECN := uint8(0); innerECN < 4; innerECN++ {
+			want, drop := innerECN, false
+			switch {
+			case innerECN == notECT && outer == ce:
+				drop = true
+			case innerECN != notECT && outer == ce:
+				want = ce
+			case innerECN == ect0 && outer == ect1:
+				want = ect1
+			}
+			// No subtests: they would run on other threads, outside the
+			// namespace whose FIB the programs look up.
+			name := fmt.Sprintf("outer ECN %d, inner ECN %d", outer, innerECN)
+			{
+				inner := innerPacket(t, lan2Host, lan1Host, 0xb8|innerECN, 63)
+				in := greFrame(t, wanRemote, wanLocal, plainGRE(), inner)
+				in[15] = 0x20 | outer // the outer DSCP never reaches the inner header
+				refreshOuterChecksum(in)
+				delivered := innerPacket(t, lan2Host, lan1Host, 0xb8|want, 63)
+				for _, p := range progs {
+					before := snapshot(t, &objs.GrebpfMaps)
+					verdict, out := run(t, p.prog, in, nil)
+					reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
+					if drop {
+						if verdict != p.drop || len(reasons) != 1 || reasons["ecn-not-ect"] != 1 || moved != (tunnel.Counters{}) {
+							t.Errorf("%s, %s: verdict %d, counters %v %+v; want dropped under ecn-not-ect", name, p.name, verdict, reasons, moved)
+						}
+						continue
+					}
+					wantFrame := toTunnel(t, delivered)
+					switch p.name {
+					case "xdp":
+						wantFrame = withMeta(uint32(objsTunnelIfindex(t, objs)), wantFrame)
+					case "fastpath":
+						wantFrame = frame(t, macLANHost, macWAN, withTTL(t, delivered, 62))
+					}
+					if verdict != p.delivered || len(reasons) != 0 || moved.RxPackets != 1 {
+						t.Errorf("%s, %s: verdict %d, counters %v %+v; want delivered", name, p.name, verdict, reasons, moved)
+					}
+					if d := diff(out, wantFrame); d != "" {
+						t.Errorf("%s, %s: delivered frame:%s", name, p.name, d)
+					}
+				}
+			}
+		}
+	}
+}
+
+// objsTunnelIfindex is the ifindex of the one tunnel in objs' maps.
+func objsTunnelIfindex(tb testing.TB, objs *bpf.GrebpfObjects) uint32 {
+	tb.Helper()
+	ts, err := maps.Tunnels(&objs.GrebpfMaps)
+	if err != nil || len(ts) != 1 {
+		tb.Fatalf("tunnels in the maps: %v %v", ts, err)
+	}
+	return ts[0].Link.Ifindex
 }

@@ -23,6 +23,12 @@ func FuzzDecap(f *testing.F) {
 	for _, c := range decapCases {
 		f.Add(c.frame(f, inner))
 	}
+	// Outer ECN CE over ECN-capable and Not-ECT inner packets.
+	for _, tos := range []uint8{0x02, 0x00} {
+		in := greFrame(f, wanRemote, wanLocal, plainGRE(), innerPacket(f, lan2Host, lan1Host, tos, 63))
+		in[15] = 0x03
+		f.Add(refreshOuterChecksum(in))
+	}
 	objs := load(f, nil)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 {
@@ -51,7 +57,9 @@ func FuzzDecap(f *testing.F) {
 				t.Fatalf("decapsulated a packet not from the configured peer: %x", in)
 			}
 			want := append(append(bytes.Clone(macTun), macTunPeer...), in[12:14]...)
-			want = withMeta(fakeLink.Ifindex, append(want, in[14+strip:]...))
+			l3 := bytes.Clone(in[14+strip:])
+			ecnDecap(in[15], l3)
+			want = withMeta(fakeLink.Ifindex, append(want, l3...))
 			if !bytes.Equal(out, want) {
 				t.Fatalf("decapsulated frame:%s", diff(out, want))
 			}
@@ -138,6 +146,40 @@ func decTTL(ip []byte) {
 	}
 	binary.NativeEndian.PutUint16(ip[10:], uint16(check))
 	ip[8]--
+}
+
+// htons is the host-order value whose bytes in memory are v in network order.
+func htons(v uint16) uint32 {
+	return uint32(binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, v)))
+}
+
+// ecnDecap is ip_gre's INET_ECN_decapsulate on a delivered inner IPv4
+// header (RFC 6040: outer CE marks an ECN-capable packet CE, outer ECT(1)
+// turns ECT(0) into ECT(1)), with the checksum updated incrementally in
+// the host's byte order as the kernel's IP_ECN_set_ce and
+// IP_ECN_set_ect1 do: a fuzzed header's checksum need not be right.
+func ecnDecap(outerTOS byte, ip []byte) {
+	check := uint32(binary.NativeEndian.Uint16(ip[10:]))
+	switch o, i := outerTOS&3, ip[1]&3; {
+	case i == 0:
+		return
+	case o == 3:
+		ecn := uint32(ip[1]+1) & 3
+		if ecn&2 == 0 {
+			return
+		}
+		check += htons(0xfffb) + htons(uint16(ecn))
+		ip[1] |= 3
+	case o == 1 && i == 2:
+		check += htons(1)
+		ip[1] ^= 3
+	default:
+		return
+	}
+	if check >= 0xffff {
+		check++
+	}
+	binary.NativeEndian.PutUint16(ip[10:], uint16(check))
 }
 
 // encapOf is the frame ip_gre sends for the IPv4 packet l3 over the
@@ -279,6 +321,7 @@ func FuzzFastpathWAN(f *testing.F) {
 				t.Fatalf("decapsulated a packet not from the configured peer: %x", in)
 			}
 			l3 := bytes.Clone(in[14+int(in[14]&0x0f)*4+4:])
+			ecnDecap(in[15], l3)
 			var want []byte
 			switch verdict {
 			case xdpPass:

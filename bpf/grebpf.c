@@ -97,6 +97,10 @@ static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 		count_reason(REASON_INNER_SOURCE);
 		return XDP_DROP;
 	}
+	if (!ecn_decap(d.outer_ecn, inner)) {
+		count_reason(REASON_ECN_NOT_ECT);
+		return XDP_DROP;
+	}
 	if (forward && inner->ttl > 1) {
 		fib_forward(&fib, inner, d.ep->ifindex);
 		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
@@ -190,6 +194,10 @@ int decap_tc(struct __sk_buff *skb)
 		return TC_ACT_OK; /* decap_classify has checked it; for the verifier */
 	if (!inner_source_ok(skb, inner, ep)) {
 		count_reason(REASON_INNER_SOURCE);
+		return TC_ACT_SHOT;
+	}
+	if (!ecn_decap(d.outer_ecn, inner)) {
+		count_reason(REASON_ECN_NOT_ECT);
 		return TC_ACT_SHOT;
 	}
 

@@ -67,7 +67,8 @@ const (
 	GrebpfReasonREASON_NO_OUTER_ROUTE GrebpfReason = 15
 	GrebpfReasonREASON_OUTER_TOO_BIG  GrebpfReason = 16
 	GrebpfReasonREASON_INNER_SOURCE   GrebpfReason = 17
-	GrebpfReasonREASON_MAX            GrebpfReason = 18
+	GrebpfReasonREASON_ECN_NOT_ECT    GrebpfReason = 18
+	GrebpfReasonREASON_MAX            GrebpfReason = 19
 )
 
 type GrebpfTcAttach uint32

@@ -29,6 +29,7 @@ var reasonInfo = [...]struct {
 	bpf.GrebpfReasonREASON_NO_OUTER_ROUTE: {"no-outer-route", true},
 	bpf.GrebpfReasonREASON_OUTER_TOO_BIG:  {"outer-too-big", true},
 	bpf.GrebpfReasonREASON_INNER_SOURCE:   {"inner-source", true},
+	bpf.GrebpfReasonREASON_ECN_NOT_ECT:    {"ecn-not-ect", true},
 }
 
 // ReasonName is the name stats print for r.

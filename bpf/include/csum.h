@@ -60,3 +60,29 @@ static __always_inline int ipv4_csum_ok(struct iphdr *ip, void *data_end)
 	}
 	return csum_fold(sum) == 0;
 }
+
+/* The ECN field of a received inner header rewritten as the kernel's
+ * IP_ECN_set_ce and IP_ECN_set_ect1 do it, checksum updated the same
+ * way, so the bytes delivered match ip_gre's. */
+static __always_inline void ipv4_set_ce(struct iphdr *ip)
+{
+	__u32 check = ip->check;
+	__u32 ecn = (ip->tos + 1) & 3; /* ECT(1) 2, ECT(0) 3; CE and not-ECT untouched */
+
+	if (!(ecn & 2))
+		return;
+	check += (__u16)bpf_htons(0xfffb) + (__u16)bpf_htons(ecn);
+	ip->check = (__u16)(check + (check >= 0xffff));
+	ip->tos |= 3;
+}
+
+static __always_inline void ipv4_set_ect1(struct iphdr *ip)
+{
+	__u32 check = ip->check;
+
+	if ((ip->tos & 3) != 2)
+		return;
+	check += (__u16)bpf_htons(0x1);
+	ip->check = (__u16)(check + (check >= 0xffff));
+	ip->tos ^= 3;
+}

@@ -16,6 +16,7 @@ struct decap {
 	const struct endpoint *ep; /* the tunnel the packet belongs to */
 	__u32 strip;               /* outer IPv4 + GRE bytes after the Ethernet header */
 	__u32 inner_len;           /* inner IPv4 total length */
+	__u8 outer_ecn;            /* the outer header's ECN field */
 };
 
 /* Anything we do not own goes back to the stack untouched; anything that
@@ -103,5 +104,29 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 
 	d->ep = ep;
 	d->strip = ihl + glen;
+	d->outer_ecn = ip->tos & 3;
 	return REASON_NONE;
+}
+
+#define ECN_NOT_ECT 0
+#define ECN_ECT_1 1
+#define ECN_ECT_0 2
+#define ECN_CE 3
+
+/* RFC 6040 decapsulation, as ip_gre's INET_ECN_decapsulate: outer CE
+ * marks an ECN-capable inner packet CE and drops one that is not (it
+ * cannot carry the congestion signal); outer ECT(1) turns inner ECT(0)
+ * into ECT(1); anything else leaves the inner header alone. Returns
+ * whether the packet may be delivered. */
+static __always_inline int ecn_decap(__u8 o, struct iphdr *inner)
+{
+	__u8 i = inner->tos & 3;
+
+	if (i == ECN_NOT_ECT)
+		return o != ECN_CE;
+	if (o == ECN_CE)
+		ipv4_set_ce(inner);
+	else if (o == ECN_ECT_1)
+		ipv4_set_ect1(inner);
+	return 1;
 }

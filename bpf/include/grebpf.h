@@ -107,6 +107,7 @@ enum reason {
 	REASON_NO_OUTER_ROUTE, /* drop: no route to the tunnel's remote */
 	REASON_OUTER_TOO_BIG,  /* drop: encapsulated packet exceeds the WAN MTU */
 	REASON_INNER_SOURCE,   /* drop: inner source not routed back through its tunnel */
+	REASON_ECN_NOT_ECT,    /* drop: outer CE over an inner packet that is not ECN-capable (RFC 6040) */
 	REASON_MAX,
 };
 

@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -492,5 +493,93 @@ func receive(conn net.PacketConn, want string) bool {
 		if string(buf[:n]) == want {
 			return true
 		}
+	}
+}
+
+// receiveTOS waits up to a second for the datagram named want and
+// returns the TOS byte it arrived with (IP_RECVTOS).
+func receiveTOS(t *testing.T, conn *net.UDPConn, want string) (byte, bool) {
+	t.Helper()
+	buf, oob := make([]byte, 2048), make([]byte, 128)
+	deadline := time.Now().Add(time.Second)
+	for {
+		conn.SetReadDeadline(deadline)
+		n, oobn, _, _, err := conn.ReadMsgUDP(buf, oob)
+		if err != nil {
+			return 0, false
+		}
+		if string(buf[:n]) != want {
+			continue
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_TOS && len(m.Data) > 0 {
+				return m.Data[0], true
+			}
+		}
+		t.Fatal("no IP_TOS control message")
+	}
+}
+
+// ECN on decapsulation (RFC 6040), every outer × inner combination sent
+// to r2 from the WAN: what lan2 receives, and with which TOS, is the
+// same from grebpf as from ip_gre.
+func TestParityECN(t *testing.T) {
+	needIPGRE(t)
+	got := map[string][2]string{}
+	var names []string
+	for i, mode := range []string{"bpf", "kernel"} {
+		labUp(t)
+		grebpf(t, append(attachArgs("r2"), modeArgs[mode]...)...)
+		parts := frameParts{eth: &layers.Ethernet{SrcMAC: macOf(t, "wan", "r2"), DstMAC: macOf(t, "r2", "wan2"), EthernetType: layers.EthernetTypeIPv4}}
+		conn := listenUDP(t, "lan2", "172.16.200.1:9999").(*net.UDPConn)
+		raw, err := conn.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTOS, 1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for o := byte(0); o < 4; o++ {
+			for in := byte(0); in < 4; in++ {
+				name := fmt.Sprintf("outer ECN %d, inner ECN %d", o, in)
+				if i == 0 {
+					names = append(names, name)
+				}
+				inner := udpTo9999(t, name)
+				inner[1] = 0xb8 | in
+				ipChecksum(inner[:20])
+				for _, fr := range outer(t, parts, "10.100.0.1", greIPv4(), inner, func(b []byte) {
+					b[15] = 0x20 | o
+					ipChecksum(b[14:34])
+				}) {
+					sendFrame(t, "wan", "r2", fr)
+				}
+				res := got[name]
+				res[i] = "dropped"
+				if tos, ok := receiveTOS(t, conn, name); ok {
+					res[i] = fmt.Sprintf("delivered, TOS %#02x", tos)
+				}
+				got[name] = res
+			}
+		}
+		conn.Close()
+		grebpf(t, "lab", "down")
+	}
+	for _, name := range names {
+		t.Logf("%s: bpf %s, ip_gre %s", name, got[name][0], got[name][1])
+		if got[name][0] != got[name][1] {
+			t.Errorf("%s: bpf %s, ip_gre %s", name, got[name][0], got[name][1])
+		}
+	}
+	if g := got["outer ECN 3, inner ECN 2"][0]; g != "delivered, TOS 0xbb" {
+		t.Errorf("outer CE over ECT(0): %s, want delivered as CE", g)
+	}
+	if g := got["outer ECN 3, inner ECN 0"][0]; g != "dropped" {
+		t.Errorf("outer CE over Not-ECT: %s, want dropped", g)
 	}
 }

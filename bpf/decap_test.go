@@ -124,6 +124,33 @@ var decapCases = []decapCase{
 		binary.BigEndian.PutUint16(b[38+2:], 1400) // inner claims more than is there
 		return b
 	})},
+	// Every length field at its edge. The outer total length bounds
+	// everything after it, whatever the frame holds beyond it.
+	{name: "key past the outer length", key: u32(testKey), reason: "truncated", frame: mangle(keyedGRE(testKey), func(b []byte) []byte {
+		binary.BigEndian.PutUint16(b[16:], 20+6) // the frame still holds key and inner
+		return refreshOuterChecksum(b)
+	})},
+	{name: "inner header past the outer length", reason: "truncated", frame: mangle(plainGRE(), func(b []byte) []byte {
+		binary.BigEndian.PutUint16(b[16:], 20+4+19)
+		return refreshOuterChecksum(b)
+	})},
+	{name: "inner one byte past the outer length", reason: "truncated", frame: mangle(plainGRE(), func(b []byte) []byte {
+		binary.BigEndian.PutUint16(b[16:], uint16(len(b)-14-1))
+		return refreshOuterChecksum(b)
+	})},
+	{name: "inner header length 4", reason: "truncated", frame: mangle(plainGRE(), func(b []byte) []byte {
+		b[38] = 0x44
+		return b
+	})},
+	{name: "inner total length below its header", reason: "truncated", frame: mangle(plainGRE(), func(b []byte) []byte {
+		binary.BigEndian.PutUint16(b[38+2:], 19)
+		return b
+	})},
+	{name: "outer header length past the outer length", reason: "truncated", frame: mangle(plainGRE(), func(b []byte) []byte {
+		b[14] = 0x4f                             // 60 bytes of header
+		binary.BigEndian.PutUint16(b[16:], 60+3) // and 3 of GRE
+		return refreshOuterChecksum(b)
+	})},
 	{name: "outer length beyond frame", reason: "truncated", frame: mangle(plainGRE(), func(b []byte) []byte {
 		binary.BigEndian.PutUint16(b[16:], uint16(len(b)-14+1))
 		return refreshOuterChecksum(b)

@@ -81,7 +81,8 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	if (flags & GRE_KEY) {
 		__be32 *key = (void *)(gre + 2);
 
-		if ((void *)(key + 1) > data_end)
+		/* Within the outer packet, not merely within the frame. */
+		if (tot < ihl + GRE_KEY_HLEN || (void *)(key + 1) > data_end)
 			return REASON_TRUNCATED;
 		if (!(ep->flags & TUNNEL_F_KEY) || *key != ep->key)
 			return REASON_KEY_MISMATCH;
@@ -93,7 +94,7 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 		return REASON_UNKNOWN_INNER;
 
 	inner = (void *)gre + glen;
-	if ((void *)(inner + 1) > data_end)
+	if (tot < ihl + glen + sizeof(*inner) || (void *)(inner + 1) > data_end)
 		return REASON_TRUNCATED;
 	if (inner->version != 4)
 		return REASON_UNKNOWN_INNER;

@@ -1,6 +1,7 @@
 package bpf_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -52,6 +53,20 @@ type decapCase struct {
 	reason string
 	// xdpOnly: BPF_PROG_TEST_RUN refuses the frame for skb programs.
 	xdpOnly bool
+	// sourceRoutes: the WAN device accepts source-routed packets.
+	sourceRoutes bool
+}
+
+// withOptions is a plain GRE frame from the peer whose outer header
+// carries opts (a multiple of 4 bytes).
+func withOptions(opts ...byte) func(testing.TB, []byte) []byte {
+	return func(tb testing.TB, inner []byte) []byte {
+		b := greFrame(tb, wanRemote, wanLocal, plainGRE(), inner)
+		out := append(append(bytes.Clone(b[:34]), opts...), b[34:]...)
+		out[14] = 0x40 | byte((20+len(opts))/4)
+		binary.BigEndian.PutUint16(out[16:], uint16(len(out)-14))
+		return refreshOuterChecksum(out)
+	}
 }
 
 func plainGRE() *layers.GRE { return &layers.GRE{Protocol: layers.EthernetTypeIPv4} }
@@ -95,6 +110,23 @@ var decapCases = []decapCase{
 			Options: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}}
 		return serialize(tb, eth, ip, plainGRE(), gopacket.Payload(inner))
 	}},
+
+	// Outer options, as the kernel's ip_options_compile judges them.
+	{name: "record route with room", frame: withOptions(7, 7, 4, 0, 0, 0, 0, 0)},
+	{name: "record route full", frame: withOptions(7, 7, 8, 1, 2, 3, 4, 0)},
+	{name: "timestamp with room", frame: withOptions(68, 8, 5, 0, 0, 0, 0, 0)},
+	{name: "router alert", frame: withOptions(148, 4, 0, 0)},
+	{name: "option length 1", reason: "outer-options", frame: withOptions(148, 1, 0, 0)},
+	{name: "option past the header", reason: "outer-options", frame: withOptions(1, 148, 4, 0)},
+	{name: "option length byte past the header", reason: "outer-options", frame: withOptions(1, 1, 1, 148)},
+	{name: "record route pointer 3", reason: "outer-options", frame: withOptions(7, 7, 3, 0, 0, 0, 0, 0)},
+	{name: "record route without room for an entry", reason: "outer-options", frame: withOptions(7, 6, 4, 0, 0, 0, 0, 0)},
+	{name: "timestamp pointer 4", reason: "outer-options", frame: withOptions(68, 8, 4, 0, 0, 0, 0, 0)},
+	{name: "source route refused", reason: "source-route", frame: withOptions(131, 7, 8, 10, 0, 0, 9, 0)},
+	{name: "strict source route refused", reason: "source-route", frame: withOptions(137, 7, 8, 10, 0, 0, 9, 0)},
+	{name: "source route done, accepted", sourceRoutes: true, frame: withOptions(131, 7, 8, 10, 0, 0, 9, 0)},
+	{name: "source route with hops left, accepted", sourceRoutes: true, reason: "source-routed", frame: withOptions(131, 7, 4, 10, 0, 0, 9, 0)},
+	{name: "two source routes", sourceRoutes: true, reason: "outer-options", frame: withOptions(131, 7, 8, 10, 0, 0, 9, 131, 3, 4, 0, 0)},
 
 	{name: "arp", reason: "not-gre", frame: func(tb testing.TB, _ []byte) []byte {
 		eth := &layers.Ethernet{DstMAC: layers.EthernetBroadcast, SrcMAC: macWAN, EthernetType: layers.EthernetTypeARP}
@@ -199,6 +231,9 @@ func TestDecap(t *testing.T) {
 	for _, c := range decapCases {
 		t.Run(c.name, func(t *testing.T) {
 			objs := load(t, c.key)
+			if c.sourceRoutes {
+				must(t, maps.WriteAttachment(&objs.GrebpfMaps, maps.Attachment{Flags: maps.AttachAcceptSourceRoute}))
+			}
 			for _, p := range decapProgs(objs) {
 				if c.xdpOnly && p.name != "xdp" {
 					continue

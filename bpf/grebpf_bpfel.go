@@ -68,7 +68,10 @@ const (
 	GrebpfReasonREASON_OUTER_TOO_BIG  GrebpfReason = 16
 	GrebpfReasonREASON_INNER_SOURCE   GrebpfReason = 17
 	GrebpfReasonREASON_ECN_NOT_ECT    GrebpfReason = 18
-	GrebpfReasonREASON_MAX            GrebpfReason = 19
+	GrebpfReasonREASON_OUTER_OPTIONS  GrebpfReason = 19
+	GrebpfReasonREASON_SOURCE_ROUTE   GrebpfReason = 20
+	GrebpfReasonREASON_SOURCE_ROUTED  GrebpfReason = 21
+	GrebpfReasonREASON_MAX            GrebpfReason = 22
 )
 
 type GrebpfTcAttach uint32

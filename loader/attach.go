@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -93,6 +94,10 @@ func prepare(ns string, r config.Router) (p prepared, err error) {
 		}
 		p.att = prevAtt
 	}
+	p.att.Flags &^= maps.AttachAcceptSourceRoute
+	if AcceptsSourceRoutes(p.wan.Attrs().Name) {
+		p.att.Flags |= maps.AttachAcceptSourceRoute
+	}
 	if len(p.plan.FastPath) > 0 {
 		targets := []netlink.Link{p.wan}
 		for _, name := range p.plan.FastPath {
@@ -129,6 +134,18 @@ func prepare(ns string, r config.Router) (p prepared, err error) {
 	}
 	p.dir = filepath.Join(root, ns)
 	return p, nil
+}
+
+// AcceptsSourceRoutes says whether the kernel keeps source-routed
+// packets arriving on dev: accept_source_route on for dev and for all.
+func AcceptsSourceRoutes(dev string) bool {
+	for _, d := range []string{"all", dev} {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + d + "/accept_source_route")
+		if err != nil || strings.TrimSpace(string(b)) == "0" {
+			return false
+		}
+	}
+	return true
 }
 
 // MaxTunnels is how many tunnels the maps hold, from the programs' own

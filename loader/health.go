@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/grebpf/grebpf/internal/routing"
+	"github.com/grebpf/grebpf/maps"
 )
 
 // problems says what, in the kernel around a data plane, stops or slows
@@ -28,6 +29,9 @@ func problems(s State) []string {
 		out = append(out, fmt.Sprintf("%s is down: bring it up (ip link set %s up); grebpf carries on by itself", name, name))
 	case wan.Attrs().OperState == netlink.OperDown || wan.Attrs().OperState == netlink.OperLowerLayerDown:
 		out = append(out, fmt.Sprintf("%s has no carrier: check its link; grebpf carries on by itself", name))
+	}
+	if AcceptsSourceRoutes(name) != (s.Attachment.Flags&maps.AttachAcceptSourceRoute != 0) {
+		out = append(out, fmt.Sprintf("accept_source_route of %s changed since attach, and decap still follows the old setting: run grebpf attach again", name))
 	}
 	local := map[netip.Addr]bool{}
 	if addrs, err := netlink.AddrList(nil, unix.AF_INET); err == nil {

@@ -226,6 +226,9 @@ const (
 	AttachGROOwned    = 1 << 2
 	AttachFastPath    = 1 << 3
 	AttachEncapEgress = 1 << 4
+	// AttachAcceptSourceRoute: the WAN device accepts source-routed
+	// packets, so decap does too.
+	AttachAcceptSourceRoute = 1 << 5
 )
 
 // ReadAttachment returns the attachment record; Ifindex 0 means none.

@@ -30,6 +30,9 @@ var reasonInfo = [...]struct {
 	bpf.GrebpfReasonREASON_OUTER_TOO_BIG:  {"outer-too-big", true},
 	bpf.GrebpfReasonREASON_INNER_SOURCE:   {"inner-source", true},
 	bpf.GrebpfReasonREASON_ECN_NOT_ECT:    {"ecn-not-ect", true},
+	bpf.GrebpfReasonREASON_OUTER_OPTIONS:  {"outer-options", true},
+	bpf.GrebpfReasonREASON_SOURCE_ROUTE:   {"source-route", true},
+	bpf.GrebpfReasonREASON_SOURCE_ROUTED:  {"source-routed", false},
 }
 
 // ReasonName is the name stats print for r.

@@ -267,6 +267,20 @@ func outer(t *testing.T, f frameParts, src string, gre *layers.GRE, payload []by
 	return [][]byte{b}
 }
 
+// withOuterOptions puts opts (a multiple of 4 bytes) into the outer
+// header of each frame.
+func withOuterOptions(frames [][]byte, opts ...byte) [][]byte {
+	for i, b := range frames {
+		out := append(append(bytes.Clone(b[:34]), opts...), b[34:]...)
+		out[14] = 0x40 | byte((20+len(opts))/4)
+		tot := len(out) - 14
+		out[16], out[17] = byte(tot>>8), byte(tot)
+		ipChecksum(out[14 : 34+len(opts)])
+		frames[i] = out
+	}
+	return frames
+}
+
 // csum16 writes the Internet checksum of b (an even length) at b[at:at+2].
 func csum16(b []byte, at int) {
 	b[at], b[at+1] = 0, 0
@@ -331,6 +345,24 @@ var dropCases = []dropCase{
 	}},
 	{name: "inner not ipv4", build: func(t *testing.T, f frameParts) [][]byte {
 		return outer(t, f, "10.100.0.1", &layers.GRE{Protocol: 0x88b5}, f.inner, nil)
+	}},
+	{name: "key past the outer length", build: func(t *testing.T, f frameParts) [][]byte {
+		return outer(t, f, "10.100.0.2", keyed(42), f.inner, func(b []byte) {
+			b[16], b[17] = 0, 20+6 // the frame still holds key and inner
+			ipChecksum(b[14:34])
+		})
+	}},
+	{name: "reserved flag bits (control)", delivered: &[2]bool{true, true}, build: func(t *testing.T, f frameParts) [][]byte {
+		return outer(t, f, "10.100.0.1", greIPv4(), f.inner, func(b []byte) { b[34] |= 0x08 })
+	}},
+	{name: "outer record route (control)", delivered: &[2]bool{true, true}, build: func(t *testing.T, f frameParts) [][]byte {
+		return withOuterOptions(outer(t, f, "10.100.0.1", greIPv4(), f.inner, nil), 7, 7, 4, 0, 0, 0, 0, 0)
+	}},
+	{name: "malformed outer option", build: func(t *testing.T, f frameParts) [][]byte {
+		return withOuterOptions(outer(t, f, "10.100.0.1", greIPv4(), f.inner, nil), 148, 1, 0, 0)
+	}},
+	{name: "outer source route", build: func(t *testing.T, f frameParts) [][]byte {
+		return withOuterOptions(outer(t, f, "10.100.0.1", greIPv4(), f.inner, nil), 131, 7, 8, 10, 0, 0, 9, 0)
 	}},
 	// grebpf does not implement the GRE checksum and sequence number yet
 	// and drops such packets (counted). ip_gre drops a checksummed packet

@@ -24,7 +24,94 @@ struct decap {
 static __always_inline int reason_passes(enum reason r)
 {
 	return r == REASON_NOT_GRE || r == REASON_OUTER_FRAGMENT ||
-	       r == REASON_UNKNOWN_PEER;
+	       r == REASON_UNKNOWN_PEER || r == REASON_SOURCE_ROUTED;
+}
+
+/* Option types: linux/ip.h. Options take at most 40 bytes. */
+#define IPOPT_SPACE 40
+
+/* Walking the options is a loop with a branch per option kind: unrolled
+ * or bounded, the verifier's states multiply past its limit. So the
+ * options are copied to the stack and walked by a bpf_loop callback,
+ * which the verifier checks once. */
+struct opt_walk {
+	__u8 buf[IPOPT_SPACE];
+	__u32 len, i;
+	__u8 srr, hops_left;
+	enum reason verdict;
+};
+
+/* The checks of the kernel's ip_options_compile and ip_rcv_options that
+ * decide whether it keeps a received packet with options: lengths that
+ * fit, pointers where the option's data starts, room for what record
+ * route and timestamp would add, one source route at most. */
+static long opt_step(__u64 index, void *ctx)
+{
+	struct opt_walk *w = ctx;
+	__u32 i = w->i;
+	__u8 type, olen, ptr;
+
+	if (i >= w->len || i >= IPOPT_SPACE)
+		return 1;
+	type = w->buf[i];
+	if (type == IPOPT_END)
+		return 1;
+	if (type == IPOPT_NOOP) {
+		w->i = i + 1;
+		return 0;
+	}
+	if (i + 2 > w->len || i + 1 >= IPOPT_SPACE)
+		goto bad;
+	olen = w->buf[i + 1];
+	if (olen < 2 || i + olen > w->len)
+		goto bad;
+	if (type == IPOPT_RR || type == IPOPT_LSRR || type == IPOPT_SSRR || type == IPOPT_TS) {
+		if (olen < 3 || i + 2 >= IPOPT_SPACE)
+			goto bad;
+		ptr = w->buf[i + 2];
+		if (type == IPOPT_TS ? olen < 4 || ptr < 5 : ptr < 4)
+			goto bad;
+		if (type == IPOPT_LSRR || type == IPOPT_SSRR) {
+			if (w->srr)
+				goto bad;
+			w->srr = 1;
+			w->hops_left = ptr <= olen;
+		} else if (ptr <= olen && ptr + 3 > olen) {
+			goto bad; /* room left, but not for this hop's entry */
+		}
+	}
+	w->i = i + olen;
+	return 0;
+bad:
+	w->verdict = REASON_OUTER_OPTIONS;
+	return 1;
+}
+
+/* What the outer header's options (ihl > 5) make of the packet: kept
+ * (REASON_NONE), dropped as malformed, dropped for a source route the WAN
+ * device refuses, or passed to the stack, which forwards a source route
+ * with hops left. */
+static __always_inline enum reason outer_options(struct iphdr *ip, void *data_end)
+{
+	__u8 *opt = (void *)(ip + 1);
+	struct opt_walk w = {.len = ip->ihl * 4 - sizeof(*ip)};
+	struct attachment *a;
+	__u32 zero = 0;
+
+	for (int k = 0; k < IPOPT_SPACE; k++) {
+		if (k >= w.len)
+			break;
+		if ((void *)(opt + k + 1) > data_end)
+			return REASON_TRUNCATED;
+		w.buf[k] = opt[k];
+	}
+	bpf_loop(IPOPT_SPACE, opt_step, &w, 0);
+	if (w.verdict != REASON_NONE || !w.srr)
+		return w.verdict;
+	a = bpf_map_lookup_elem(&attachments, &zero);
+	if (!a || !(a->flags & ATTACH_F_ACCEPT_SOURCE_ROUTE))
+		return REASON_SOURCE_ROUTE;
+	return w.hops_left ? REASON_SOURCE_ROUTED : REASON_NONE;
 }
 
 /* pkt_len is the frame length, which for a TC skb may exceed data_end. */
@@ -62,6 +149,12 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	ep = bpf_map_lookup_elem(&endpoints, &ek);
 	if (!ep)
 		return REASON_UNKNOWN_PEER;
+	if (ihl > sizeof(*ip)) {
+		enum reason r = outer_options(ip, data_end);
+
+		if (r != REASON_NONE)
+			return r;
+	}
 
 	gre = (void *)ip + ihl;
 	if ((void *)(gre + 2) > data_end)

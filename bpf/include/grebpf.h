@@ -108,6 +108,9 @@ enum reason {
 	REASON_OUTER_TOO_BIG,  /* drop: encapsulated packet exceeds the WAN MTU */
 	REASON_INNER_SOURCE,   /* drop: inner source not routed back through its tunnel */
 	REASON_ECN_NOT_ECT,    /* drop: outer CE over an inner packet that is not ECN-capable (RFC 6040) */
+	REASON_OUTER_OPTIONS,  /* drop: malformed outer IPv4 options */
+	REASON_SOURCE_ROUTE,   /* drop: outer source route on a WAN device that refuses them */
+	REASON_SOURCE_ROUTED,  /* pass: outer source route with hops left: the stack forwards it */
 	REASON_MAX,
 };
 
@@ -127,6 +130,9 @@ enum attachment_flag {
 	ATTACH_F_GRO_OWNED = 1 << 2,    /* control plane turned GRO on */
 	ATTACH_F_FASTPATH = 1 << 3,     /* WAN runs fastpath_wan, LANs fastpath_lan */
 	ATTACH_F_ENCAP_EGRESS = 1 << 4, /* encap on the tunnel interfaces' egress */
+	/* The WAN device accepts source-routed packets (accept_source_route
+	 * on for it and for all), as the kernel's ip_rcv_options asks. */
+	ATTACH_F_ACCEPT_SOURCE_ROUTE = 1 << 5,
 };
 
 /* attachments map: one entry saying where and how the programs are attached,

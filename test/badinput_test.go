@@ -33,7 +33,8 @@ func TestBadInput(t *testing.T) {
 	// One tunnel more than the maps hold, each otherwise fine.
 	var many strings.Builder
 	many.WriteString("device: wan1\ntunnels:\n")
-	for i := 0; i <= loader.MaxTunnels(); i++ {
+	maxTunnels := loader.MaxTunnels()
+	for i := 0; i <= maxTunnels; i++ {
 		fmt.Fprintf(&many, "  - {name: t%d, local: 10.100.0.1, remote: 10.%d.%d.%d, overlay: 192.168.1.1, peer: 192.168.1.2}\n", i, 1+i>>16, i>>8&0xff, i&0xff)
 	}
 	tooMany := writeConfig(t, many.String())
@@ -67,7 +68,7 @@ func TestBadInput(t *testing.T) {
 		{"bad encap", append(r1, "--encap", "ingress"), false, `encap "ingress": use peer or egress`},
 		{"too many sites", []string{"lab", "up", "--sites", "9"}, false, "sites 9: use 2..8"},
 		{"more tunnels than the maps hold", []string{"--netns", "r1", "attach", "--config", tooMany}, false,
-			fmt.Sprintf("config has %d tunnels; grebpf holds at most %d per network namespace: split them over namespaces", loader.MaxTunnels()+1, loader.MaxTunnels())},
+			fmt.Sprintf("config has %d tunnels; grebpf holds at most %d per network namespace: split them over namespaces", maxTunnels+1, maxTunnels)},
 		{"unknown topology", []string{"lab", "config", "--topology", "star"}, false, `topology "star": use mesh or hub`},
 	}
 	if !haveIPGRE {

@@ -31,19 +31,21 @@ type showRoute struct {
 }
 
 type showOut struct {
-	Netns    string       `json:"netns"`
-	Mode     string       `json:"mode"`
-	Device   string       `json:"device"`
-	Decap    string       `json:"decap"`
-	Encap    string       `json:"encap,omitempty"`
-	XDPMode  string       `json:"xdp_mode,omitempty"`
-	GRO      bool         `json:"gro_turned_on"`
-	TC       string       `json:"tc"`
-	TCX      bool         `json:"kernel_tcx"`
-	FastPath []string     `json:"fastpath"`
-	Pins     string       `json:"pins"`
-	Tunnels  []showTunnel `json:"tunnels"`
-	Routes   []showRoute  `json:"routes"`
+	Netns    string   `json:"netns"`
+	Mode     string   `json:"mode"`
+	Device   string   `json:"device"`
+	Decap    string   `json:"decap"`
+	Encap    string   `json:"encap,omitempty"`
+	XDPMode  string   `json:"xdp_mode,omitempty"`
+	GRO      bool     `json:"gro_turned_on"`
+	TC       string   `json:"tc"`
+	TCX      bool     `json:"kernel_tcx"`
+	FastPath []string `json:"fastpath"`
+	Pins     string   `json:"pins"`
+	// TunnelCapacity is how many tunnels the maps hold (BPF mode).
+	TunnelCapacity int          `json:"tunnel_capacity,omitempty"`
+	Tunnels        []showTunnel `json:"tunnels"`
+	Routes         []showRoute  `json:"routes"`
 	// Problems stop or slow the tunnels' traffic now; each names its fix.
 	Problems []string `json:"problems"`
 }
@@ -69,6 +71,7 @@ func runShow(g *globals, args []string) error {
 	}
 	if out.Mode != config.ModeKernel {
 		out.Encap = st.EncapName()
+		out.TunnelCapacity = loader.MaxTunnels()
 	}
 	if out.Decap == "xdp" {
 		out.XDPMode = "native"
@@ -111,6 +114,7 @@ func runShow(g *globals, args []string) error {
 			fmt.Fprintf(g.out, "XDP fast path on %s (WAN forwards after decap)\n", strings.Join(out.FastPath, ", "))
 		}
 		fmt.Fprintf(g.out, "kernel: tcx %s\n", yesNo(out.TCX))
+		fmt.Fprintf(g.out, "tunnels %d of %d this build's maps hold\n", len(out.Tunnels), out.TunnelCapacity)
 		fmt.Fprintf(g.out, "pins %s\n\n", out.Pins)
 	}
 	for _, p := range out.Problems {

@@ -30,7 +30,7 @@ func snapshot(t *testing.T, ns, dev string) string {
 	var neigh []string
 	for _, l := range strings.Split(in(t, ns, "ip", "-4", "neigh", "show"), "\n") {
 		if strings.Contains(l, "PERMANENT") || strings.Contains(l, "managed") {
-			neigh = append(neigh, l)
+			neigh = append(neigh, nudState.ReplaceAllString(l, ""))
 		}
 	}
 	section("neighbours", strings.Join(neigh, "\n"))
@@ -53,6 +53,10 @@ func snapshot(t *testing.T, ns, dev string) string {
 	section("pins", strings.Join(pins, "\n"))
 	return b.String()
 }
+
+// nudState is a neighbour's current state, which the kernel moves on its
+// own (a managed entry goes REACHABLE, STALE, DELAY, PROBE, REACHABLE…).
+var nudState = regexp.MustCompile(` (REACHABLE|STALE|DELAY|PROBE|INCOMPLETE|FAILED) *$`)
 
 // ids lists the ids of every BPF object of a kind on the machine.
 func ids(t *testing.T, kind string) string {

@@ -86,7 +86,7 @@ func shape(t *testing.T) string {
 	var neigh []string
 	for _, l := range strings.Split(in(t, "r1", "ip", "-4", "neigh", "show"), "\n") {
 		if strings.Contains(l, "managed") {
-			neigh = append(neigh, l)
+			neigh = append(neigh, nudState.ReplaceAllString(l, ""))
 		}
 	}
 	return strings.Join([]string{

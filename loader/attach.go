@@ -847,8 +847,15 @@ func replaceFilter(pin string, prog *ebpf.Program, idx int, dir ebpf.AttachType)
 	if err := netlink.FilterReplace(f); err != nil {
 		return fmt.Errorf("attach cls_bpf filter: %w", err)
 	}
+	// Pinned through a duplicate: pinning one program object at a second
+	// path moves its first pin (every tunnel's filter runs the same encap).
+	dup, err := prog.Clone()
+	if err != nil {
+		return fmt.Errorf("pin program: %w", err)
+	}
+	defer dup.Close()
 	os.Remove(pin)
-	if err := prog.Pin(pin); err != nil {
+	if err := dup.Pin(pin); err != nil {
 		return fmt.Errorf("pin program: %w", err)
 	}
 	return nil

@@ -111,9 +111,7 @@ func detachDir(x *txn, dir string) error {
 		}
 		errs = append(errs, routing.ForgetNeighbours(idx, nexthops, nil))
 		if att.Tc == bpf.GrebpfTcAttachTC_CLSACT {
-			if err := netlink.FilterDel(clsactFilter(idx, ebpf.AttachTCXIngress)); err != nil && !os.IsNotExist(err) {
-				errs = append(errs, fmt.Errorf("delete cls_bpf filter: %w", err))
-			}
+			errs = append(errs, deleteFilter(dev))
 		}
 		if att.Flags&maps.AttachClsactOwned != 0 {
 			errs = append(errs, removeClsactIfEmpty(dev))
@@ -139,6 +137,26 @@ func detachDir(x *txn, dir string) error {
 	}
 	os.Remove(filepath.Dir(dir)) // the grebpf root, if no other namespace uses it
 	return errors.Join(errs...)
+}
+
+// deleteFilter deletes our cls_bpf filter from dev's TC ingress, if it
+// is there: a detach cut short may have taken it, or the qdisc, already.
+func deleteFilter(dev netlink.Link) error {
+	if has, err := hasClsact(dev.Attrs().Index); err != nil || !has {
+		return err
+	}
+	fs, err := netlink.FilterList(dev, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return fmt.Errorf("list filters: %w", err)
+	}
+	for _, f := range fs {
+		if a := f.Attrs(); a.Handle == filterHandle && a.Priority == filterPrio {
+			if err := netlink.FilterDel(clsactFilter(dev.Attrs().Index, ebpf.AttachTCXIngress)); err != nil {
+				return fmt.Errorf("delete cls_bpf filter: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func removeClsactIfEmpty(dev netlink.Link) error {

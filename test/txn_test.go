@@ -100,6 +100,16 @@ func shape(t *testing.T) string {
 	}, "\n")
 }
 
+// forTCModes runs a transaction test with TC programs attached the
+// kernel's default way and, where that is tcx, with clsact + cls_bpf too:
+// tc is the attach flags, configB the config file text, for that mode.
+func forTCModes(t *testing.T, test func(t *testing.T, tc []string, configB string)) {
+	t.Run("tc auto", func(t *testing.T) { test(t, nil, configB) })
+	if haveTCX() {
+		t.Run("tc clsact", func(t *testing.T) { test(t, []string{"--tc", "clsact"}, configB+"tc: clsact\n") })
+	}
+}
+
 // grebpfAt runs grebpf with the failure hook set to point.
 func grebpfAt(t *testing.T, point string, args ...string) result {
 	t.Helper()
@@ -123,7 +133,9 @@ func grebpfAt(t *testing.T, point string, args ...string) result {
 // Every step of an attach fails in turn: fresh or over a running
 // config, the router is left exactly as it was, and a failure after the
 // commit leaves the new config in place, finished by the next attach.
-func TestAttachAllOrNothing(t *testing.T) {
+func TestAttachAllOrNothing(t *testing.T) { forTCModes(t, attachAllOrNothing) }
+
+func attachAllOrNothing(t *testing.T, tc []string, configB string) {
 	labUp(t)
 	grebpf(t, attachArgs("r2")...)
 	b := writeConfig(t, configB)
@@ -136,7 +148,7 @@ func TestAttachAllOrNothing(t *testing.T) {
 	for _, from := range []string{"fresh", "running"} {
 		t.Run(from, func(t *testing.T) {
 			if from == "running" {
-				grebpf(t, attachArgs("r1")...)
+				grebpf(t, attachArgs("r1", tc...)...)
 			}
 			before := exactState(t)
 			steps, committed := 0, false
@@ -165,7 +177,7 @@ func TestAttachAllOrNothing(t *testing.T) {
 					if from == "fresh" {
 						grebpf(t, "--netns", "r1", "detach")
 					} else {
-						grebpf(t, attachArgs("r1")...)
+						grebpf(t, attachArgs("r1", tc...)...)
 					}
 				}
 			}
@@ -184,7 +196,9 @@ func TestAttachAllOrNothing(t *testing.T) {
 
 // kill -9 at each step of an attach or a detach: the next command
 // finishes or undoes the work, and detach then leaves nothing behind.
-func TestKilledMidway(t *testing.T) {
+func TestKilledMidway(t *testing.T) { forTCModes(t, killedMidway) }
+
+func killedMidway(t *testing.T, tc []string, configB string) {
 	labUp(t)
 	grebpf(t, attachArgs("r2")...)
 	b := writeConfig(t, configB)
@@ -218,7 +232,7 @@ func TestKilledMidway(t *testing.T) {
 		next   []string
 	}{
 		{"fresh attach", nil, attachB, detach},
-		{"re-attach", attachArgs("r1"), attachB, attachB},
+		{"re-attach", attachArgs("r1", tc...), attachB, attachB},
 		{"detach", attachB, detach, detach},
 	} {
 		t.Run(sc.name, func(t *testing.T) {

@@ -10,7 +10,7 @@ KERNEL ?= 6.12
 # host runs the full counts.
 VM_SOAK_ROUNDS ?= 20
 
-.PHONY: all build deps generate demo test test-vm bench bench-vm fuzz clean
+.PHONY: all build deps generate demo test test-vm vm-bins test-vm-run bench bench-vm fuzz clean
 
 all: build
 
@@ -45,10 +45,17 @@ test: deps
 # per test package, the host's root shared in, binaries built on the host.
 # Single-threaded TCG: multi-threaded TCG oopses now and then while the
 # kernel patches the XDP dispatcher, which these tests attach to.
-test-vm: deps
+test-vm: deps vm-bins test-vm-run
+
+# What test-vm runs on the host: the runner, grebpf, and the second build
+# the hot-upgrade test swaps in. Built once, so that test-vm-run for two
+# kernels can run side by side.
+vm-bins:
 	$(GO) build -o bin/vmrun ./test/vm
 	$(GO) build -o bin/grebpf ./cmd/grebpf
 	$(GO) build -o bin/grebpf-variant -ldflags "-X github.com/grebpf/grebpf/loader.buildVariant=1" ./cmd/grebpf
+
+test-vm-run:
 	set -o pipefail; GREBPF_BIN=$(CURDIR)/bin/grebpf GREBPF_BIN_VARIANT=$(CURDIR)/bin/grebpf-variant \
 		GREBPF_SOAK_ROUNDS=$(VM_SOAK_ROUNDS) $(GO) test -count=1 -p 1 -timeout 60m -v \
 		-exec "$(CURDIR)/bin/vmrun -kernel $(KERNEL) -tcg single --" ./... 2>&1 | tee test-vm-$(KERNEL).log | \

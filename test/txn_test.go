@@ -170,8 +170,15 @@ func attachAllOrNothing(t *testing.T, tc []string, configB string) {
 					}
 				} else if committed {
 					t.Fatalf("step %d failed before the commit after a step that failed after it: %s", n, r.stderr)
-				} else if got := exactState(t); got != before {
-					t.Fatalf("step %d: %s left the router changed:\n%s", n, strings.TrimSpace(r.stderr), diffLines(before, got))
+				} else {
+					// BPF objects the failed attempt loaded are freed
+					// after an RCU grace period.
+					eventually(t, 3*time.Second, func() string {
+						if got := exactState(t); got != before {
+							return fmt.Sprintf("step %d: %s left the router changed:\n%s", n, strings.TrimSpace(r.stderr), diffLines(before, got))
+						}
+						return ""
+					})
 				}
 				// Back to the starting point for the next step.
 				if committed {

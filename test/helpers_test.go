@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,15 +82,24 @@ type result struct {
 
 func execute(t testing.TB, name string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	return runCmd(t, exec.Command(name, args...))
+}
+
+// runCmd runs cmd; a command killed by a signal has minus the signal's
+// number as its code.
+func runCmd(t testing.TB, cmd *exec.Cmd) result {
+	t.Helper()
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	r := result{out: stdout.String(), stderr: stderr.String()}
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			r.code = -int(ws.Signal())
+		}
 	} else if err != nil {
-		t.Fatalf("%s %v: %v", name, args, err)
+		t.Fatalf("%s: %v", strings.Join(cmd.Args, " "), err)
 	}
 	return r
 }

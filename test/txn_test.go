@@ -116,19 +116,7 @@ func grebpfAt(t *testing.T, point string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(grebpfBin, args...)
 	cmd.Env = append(os.Environ(), loader.FailpointEnv+"="+point)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{out: stdout.String(), stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			r.code = -int(ws.Signal())
-		}
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return runCmd(t, cmd)
 }
 
 // Every step of an attach fails in turn: fresh or over a running

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/grebpf/grebpf/internal/lab"
 	"github.com/grebpf/grebpf/internal/netns"
 	"github.com/grebpf/grebpf/loader"
@@ -57,6 +59,17 @@ type udpFlow struct {
 func startUDPFlow(t *testing.T, pps int) *udpFlow {
 	t.Helper()
 	rx := listenUDP(t, "lan2", "172.16.200.1:7777")
+	// Room for seconds of datagrams: under emulation the receiving
+	// goroutine can wait that long for a CPU while attach verifies its
+	// programs, and a full socket buffer is no loss of the data plane's.
+	raw, err := rx.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20) })
+	if err != nil {
+		t.Fatal(err)
+	}
 	var tx net.Conn
 	if err := netns.Do("lan1", func() (err error) {
 		tx, err = net.Dial("udp4", "172.16.200.1:7777")
@@ -118,6 +131,25 @@ func (f *udpFlow) finish() (sent, received uint64) {
 	close(f.stop)
 	f.done.Wait()
 	return f.sent.Load(), f.received.Load()
+}
+
+// udpRcvbufErrors is how many datagrams ns's sockets had no room for.
+func udpRcvbufErrors(t *testing.T, ns string) int {
+	t.Helper()
+	lines := strings.Split(in(t, ns, "cat", "/proc/net/snmp"), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "Udp:" || len(values) != len(names) || values[0] != "Udp:" {
+			continue
+		}
+		for j, n := range names {
+			if n == "RcvbufErrors" {
+				v, _ := strconv.Atoi(values[j])
+				return v
+			}
+		}
+	}
+	return -1
 }
 
 var tagRE = regexp.MustCompile(`tag ([0-9a-f]{16})`)
@@ -190,8 +222,8 @@ func TestHotUpgrade(t *testing.T) {
 			}
 			took := time.Since(start)
 			sent, received := flow.finish()
-			t.Logf("%d rounds (r2 then r1 each) in %v: %d datagrams sent, %d received, %d lost",
-				rounds, took.Round(time.Millisecond), sent, received, sent-received)
+			t.Logf("%d rounds (r2 then r1 each) in %v: %d datagrams sent, %d received, %d lost; lan2 socket buffer overflows: %d",
+				rounds, took.Round(time.Millisecond), sent, received, sent-received, udpRcvbufErrors(t, "lan2"))
 			if sent < 100 || received != sent {
 				t.Fatalf("%d of %d datagrams lost over %d re-attaches of each router", sent-received, sent, rounds)
 			}

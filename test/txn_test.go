@@ -100,14 +100,34 @@ func shape(t *testing.T) string {
 	}, "\n")
 }
 
+// txnLab is the lab a transaction test starts from: r2 attached, r1
+// clean (baseline), and config B, whose shape (wantB) was taken by
+// attaching it once and detaching it. tc are the attach flags of the TC
+// mode under test.
+type txnLab struct {
+	tc              []string
+	attachB         []string
+	wantB, baseline string
+}
+
 // forTCModes runs a transaction test with TC programs attached the
 // kernel's default way and, on the host where that is tcx, with clsact +
 // cls_bpf too (in the emulated VMs each kernel runs its default: 6.1's
-// is clsact): tc is the attach flags, configB the config file text.
-func forTCModes(t *testing.T, test func(t *testing.T, tc []string, configB string)) {
-	t.Run("tc auto", func(t *testing.T) { test(t, nil, configB) })
+// is clsact).
+func forTCModes(t *testing.T, test func(t *testing.T, l txnLab)) {
+	run := func(t *testing.T, tc []string, configB string) {
+		labUp(t)
+		grebpf(t, attachArgs("r2")...)
+		l := txnLab{tc: tc, attachB: []string{"--netns", "r1", "attach", "--config", writeConfig(t, configB)}}
+		l.baseline = snapshot(t, "r1", "wan1")
+		grebpf(t, l.attachB...)
+		l.wantB = shape(t)
+		grebpf(t, "--netns", "r1", "detach")
+		test(t, l)
+	}
+	t.Run("tc auto", func(t *testing.T) { run(t, nil, configB) })
 	if haveTCX() && os.Getenv("GREBPF_VM") == "" {
-		t.Run("tc clsact", func(t *testing.T) { test(t, []string{"--tc", "clsact"}, configB+"tc: clsact\n") })
+		t.Run("tc clsact", func(t *testing.T) { run(t, []string{"--tc", "clsact"}, configB+"tc: clsact\n") })
 	}
 }
 
@@ -124,15 +144,8 @@ func grebpfAt(t *testing.T, point string, args ...string) result {
 // commit leaves the new config in place, finished by the next attach.
 func TestAttachAllOrNothing(t *testing.T) { forTCModes(t, attachAllOrNothing) }
 
-func attachAllOrNothing(t *testing.T, tc []string, configB string) {
-	labUp(t)
-	grebpf(t, attachArgs("r2")...)
-	b := writeConfig(t, configB)
-	attachB := []string{"--netns", "r1", "attach", "--config", b}
-
-	grebpf(t, attachB...)
-	wantB := shape(t)
-	grebpf(t, "--netns", "r1", "detach")
+func attachAllOrNothing(t *testing.T, l txnLab) {
+	tc, attachB, wantB := l.tc, l.attachB, l.wantB
 
 	for _, from := range []string{"fresh", "running"} {
 		t.Run(from, func(t *testing.T) {
@@ -194,16 +207,9 @@ func attachAllOrNothing(t *testing.T, tc []string, configB string) {
 // finishes or undoes the work, and detach then leaves nothing behind.
 func TestKilledMidway(t *testing.T) { forTCModes(t, killedMidway) }
 
-func killedMidway(t *testing.T, tc []string, configB string) {
-	labUp(t)
-	grebpf(t, attachArgs("r2")...)
-	b := writeConfig(t, configB)
-	attachB := []string{"--netns", "r1", "attach", "--config", b}
+func killedMidway(t *testing.T, l txnLab) {
+	tc, attachB, wantB, baseline := l.tc, l.attachB, l.wantB, l.baseline
 	detach := []string{"--netns", "r1", "detach"}
-	baseline := snapshot(t, "r1", "wan1")
-	grebpf(t, attachB...)
-	wantB := shape(t)
-	grebpf(t, detach...)
 
 	clean := func(t *testing.T, n int) {
 		t.Helper()

@@ -21,6 +21,7 @@
 #include "decap.h"
 #include "encap.h"
 #include "fib.h"
+#include "pmtu.h"
 
 /* Enough linear data for Ethernet, outer IPv4 with options, keyed GRE and
  * the inner IPv4 header. */
@@ -86,6 +87,8 @@ static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 	long rc = -1;
 
 	r = decap_classify(data, data_end, data_end - data, &d);
+	if (d.icmp_len)
+		r = pmtu_learn_xdp(ctx, d.icmp_off, d.icmp_len, d.icmp_to);
 	if (r != REASON_NONE) {
 		count_reason(r);
 		return reason_passes(r) ? XDP_PASS : XDP_DROP;
@@ -184,6 +187,8 @@ int decap_tc(struct __sk_buff *skb)
 
 	r = decap_classify((void *)(long)skb->data, (void *)(long)skb->data_end,
 			   skb->len, &d);
+	if (d.icmp_len)
+		r = pmtu_learn_skb(skb, d.icmp_off, d.icmp_len, d.icmp_to);
 	if (r != REASON_NONE) {
 		count_reason(r);
 		return reason_passes(r) ? TC_ACT_OK : TC_ACT_SHOT;
@@ -218,6 +223,25 @@ int decap_tc(struct __sk_buff *skb)
 	return bpf_redirect(ep->rx_ifindex, 0);
 }
 
+/* Whether the inner packet ip, too big for the tunnel, may have ICMP sent
+ * about it: icmp_send's rules (no errors about errors, about non-first
+ * fragments, or to or from addresses that are not one host's). */
+static __always_inline int icmp_may_answer(struct __sk_buff *skb, const struct iphdr *ip)
+{
+	__u8 type;
+
+	if (ip->frag_off & bpf_htons(IP_OFFSET) || ip->saddr == 0 ||
+	    (bpf_ntohl(ip->saddr) >> 28) == 14 || (bpf_ntohl(ip->daddr) >> 28) >= 14 ||
+	    ip->daddr == 0xffffffff)
+		return 0;
+	if (ip->protocol != IPPROTO_ICMP)
+		return 1;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + ip->ihl * 4, &type, 1))
+		return 0;
+	return type != ICMP_DEST_UNREACH && type != ICMP_SOURCE_QUENCH && type != ICMP_REDIRECT &&
+	       type != ICMP_TIME_EXCEEDED && type != ICMP_PARAMETERPROB;
+}
+
 /* Runs where the kernel's packets for a tunnel arrive: the ingress of the
  * interface's veth peer, or the interface's own egress. */
 SEC("tc")
@@ -228,9 +252,11 @@ int encap_tc(struct __sk_buff *skb)
 	struct tunnel *t;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__u8 tos, ttl;
+	__u32 segs, hlen, mtu, pmtu, len;
 	__u16 inner_len;
-	__u32 segs;
+	__u8 tos, ttl;
+	int gso, df;
+	long rc;
 
 	t = bpf_map_lookup_elem(&tunnels, &dev);
 	if (!t) {
@@ -255,7 +281,43 @@ int encap_tc(struct __sk_buff *skb)
 	tos = ip->tos;
 	ttl = ip->ttl;
 	inner_len = bpf_ntohs(ip->tot_len);
+	df = ip->frag_off & bpf_htons(IP_DF);
 	segs = skb->gso_segs ? skb->gso_segs : 1;
+	gso = skb->gso_size != 0;
+	hlen = encap_len(t);
+	/* The packet's size as ip_gre measures it: what the stack handed
+	 * over, whatever the header claims. */
+	len = skb->len - ETH_HLEN + hlen;
+
+	/* The outer route, and what fits it: the route's MTU (the WAN
+	 * device's, followed as it changes) and the path MTU ICMP taught us.
+	 * As in ip_gre, a GSO packet is not measured: its segments are. */
+	fib_outer(&fib, t, gso || len > 0xffff ? 0 : len);
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	mtu = rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? fib.mtu_result : 0xffff;
+	if (!gso && len > pmtu_floor) {
+		pmtu = path_mtu_of(t);
+		if (pmtu && pmtu < mtu)
+			mtu = pmtu;
+	}
+	if (!gso && len > mtu) {
+		if (df) {
+			count_reason(REASON_FRAG_NEEDED);
+			if (!icmp_may_answer(skb, ip))
+				return TC_ACT_SHOT;
+			return send_frag_needed(skb, t, len - hlen, mtu - hlen);
+		}
+		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+			/* ip_gre would fragment the outer packet; a BPF
+			 * program cannot. The tunnel interface's MTU, sized
+			 * from the WAN device's, keeps this to a WAN MTU
+			 * lowered after attach. */
+			count_reason(REASON_OUTER_TOO_BIG);
+			return TC_ACT_SHOT;
+		}
+		/* Over only the learned path MTU: sent with DF all the same,
+		 * as ip_gre sends it, and the path answers. */
+	}
 
 	/* FIXED_GSO + ENCAP flags: a TSO/GSO packet stays one packet and the
 	 * kernel segments it as GRE further down. The kernel refuses the
@@ -263,10 +325,10 @@ int encap_tc(struct __sk_buff *skb)
 	 * handed on (nothing there can clear the mark), in transit from
 	 * another tunnel. A single packet needs no GSO state, so it is
 	 * encapsulated without them; a GSO one cannot be, and is counted. */
-	if (bpf_skb_adjust_room(skb, encap_len(t), BPF_ADJ_ROOM_MAC,
+	if (bpf_skb_adjust_room(skb, hlen, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
 					BPF_F_ADJ_ROOM_ENCAP_L4_GRE) &&
-	    (skb->gso_segs > 1 || bpf_skb_adjust_room(skb, encap_len(t), BPF_ADJ_ROOM_MAC, 0))) {
+	    (skb->gso_segs > 1 || bpf_skb_adjust_room(skb, hlen, BPF_ADJ_ROOM_MAC, 0))) {
 		count_reason(REASON_ENCAP_FAILED);
 		return TC_ACT_SHOT;
 	}
@@ -279,8 +341,7 @@ int encap_tc(struct __sk_buff *skb)
 	encap_write(ip, t, tos, ttl, skb->len - ETH_HLEN);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 
-	fib_outer(&fib, t, 0);
-	switch (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT)) {
+	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		eth_write_macs(eth, fib.dmac, fib.smac);
 		count_tx(t->ifindex, segs, inner_len);
@@ -295,10 +356,6 @@ int encap_tc(struct __sk_buff *skb)
 		 * for us, so let bpf_redirect_neigh route the outer packet. */
 		count_tx(t->ifindex, segs, inner_len);
 		return bpf_redirect_neigh(t->wan_ifindex, NULL, 0, 0);
-	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
-		/* The WAN MTU went below what the tunnel interface was sized for. */
-		count_reason(REASON_OUTER_TOO_BIG);
-		return TC_ACT_SHOT;
 	default:
 		count_reason(REASON_NO_OUTER_ROUTE);
 		return TC_ACT_SHOT;
@@ -339,6 +396,13 @@ int fastpath_lan(struct xdp_md *ctx)
 		return XDP_PASS;
 	inner_len = bpf_ntohs(ip->tot_len);
 	hlen = encap_len(t);
+	/* Over the path MTU the stack and encap_tc answer the sender. */
+	if (inner_len + hlen > pmtu_floor) {
+		__u32 pmtu = path_mtu_of(t);
+
+		if (pmtu && inner_len + hlen > pmtu)
+			return XDP_PASS;
+	}
 
 	__builtin_memset(&fib, 0, sizeof(fib));
 	fib_outer(&fib, t, inner_len + hlen);

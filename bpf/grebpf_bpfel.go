@@ -46,6 +46,13 @@ type GrebpfEndpointKey struct {
 	Remote uint32
 }
 
+type GrebpfPathMtu struct {
+	_       structs.HostLayout
+	Mtu     uint32
+	Pad     uint32
+	Expires uint64
+}
+
 type GrebpfReason uint32
 
 const (
@@ -71,8 +78,15 @@ const (
 	GrebpfReasonREASON_OUTER_OPTIONS  GrebpfReason = 19
 	GrebpfReasonREASON_SOURCE_ROUTE   GrebpfReason = 20
 	GrebpfReasonREASON_SOURCE_ROUTED  GrebpfReason = 21
-	GrebpfReasonREASON_MAX            GrebpfReason = 22
+	GrebpfReasonREASON_PATH_MTU       GrebpfReason = 22
+	GrebpfReasonREASON_FRAG_NEEDED    GrebpfReason = 23
+	GrebpfReasonREASON_MAX            GrebpfReason = 24
 )
+
+type GrebpfScratch struct {
+	_   structs.HostLayout
+	Buf [2048]uint8
+}
 
 type GrebpfTcAttach uint32
 
@@ -112,17 +126,23 @@ type GrebpfTunnelCounters struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	GrebpfMapAttachments  = "attachments"
-	GrebpfMapEndpoints    = "endpoints"
-	GrebpfMapReasonStats  = "reason_stats"
-	GrebpfMapTunnelStats  = "tunnel_stats"
-	GrebpfMapTunnels      = "tunnels"
-	GrebpfProgDecapTc     = "decap_tc"
-	GrebpfProgDecapXdp    = "decap_xdp"
-	GrebpfProgEncapTc     = "encap_tc"
-	GrebpfProgFastpathLan = "fastpath_lan"
-	GrebpfProgFastpathWan = "fastpath_wan"
-	GrebpfProgToTunnelTc  = "to_tunnel_tc"
+	GrebpfMapAttachments   = "attachments"
+	GrebpfMapEndpoints     = "endpoints"
+	GrebpfMapIfaceAddrs    = "iface_addrs"
+	GrebpfMapPathMtus      = "path_mtus"
+	GrebpfMapReasonStats   = "reason_stats"
+	GrebpfMapScratch       = "scratch"
+	GrebpfMapTunnelStats   = "tunnel_stats"
+	GrebpfMapTunnels       = "tunnels"
+	GrebpfProgDecapTc      = "decap_tc"
+	GrebpfProgDecapXdp     = "decap_xdp"
+	GrebpfProgEncapTc      = "encap_tc"
+	GrebpfProgFastpathLan  = "fastpath_lan"
+	GrebpfProgFastpathWan  = "fastpath_wan"
+	GrebpfProgToTunnelTc   = "to_tunnel_tc"
+	GrebpfVarIcmpTtl       = "icmp_ttl"
+	GrebpfVarPmtuExpiresNs = "pmtu_expires_ns"
+	GrebpfVarPmtuFloor     = "pmtu_floor"
 )
 
 // LoadGrebpf returns the embedded CollectionSpec for Grebpf.
@@ -181,7 +201,10 @@ type GrebpfProgramSpecs struct {
 type GrebpfMapSpecs struct {
 	Attachments *ebpf.MapSpec `ebpf:"attachments"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
+	IfaceAddrs  *ebpf.MapSpec `ebpf:"iface_addrs"`
+	PathMtus    *ebpf.MapSpec `ebpf:"path_mtus"`
 	ReasonStats *ebpf.MapSpec `ebpf:"reason_stats"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
 	TunnelStats *ebpf.MapSpec `ebpf:"tunnel_stats"`
 	Tunnels     *ebpf.MapSpec `ebpf:"tunnels"`
 }
@@ -190,6 +213,9 @@ type GrebpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GrebpfVariableSpecs struct {
+	IcmpTtl       *ebpf.VariableSpec `ebpf:"icmp_ttl"`
+	PmtuExpiresNs *ebpf.VariableSpec `ebpf:"pmtu_expires_ns"`
+	PmtuFloor     *ebpf.VariableSpec `ebpf:"pmtu_floor"`
 }
 
 // GrebpfObjects contains all objects after they have been loaded into the kernel.
@@ -214,7 +240,10 @@ func (o *GrebpfObjects) Close() error {
 type GrebpfMaps struct {
 	Attachments *ebpf.Map `ebpf:"attachments"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
+	IfaceAddrs  *ebpf.Map `ebpf:"iface_addrs"`
+	PathMtus    *ebpf.Map `ebpf:"path_mtus"`
 	ReasonStats *ebpf.Map `ebpf:"reason_stats"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
 	TunnelStats *ebpf.Map `ebpf:"tunnel_stats"`
 	Tunnels     *ebpf.Map `ebpf:"tunnels"`
 }
@@ -223,7 +252,10 @@ func (m *GrebpfMaps) Close() error {
 	return _GrebpfClose(
 		m.Attachments,
 		m.Endpoints,
+		m.IfaceAddrs,
+		m.PathMtus,
 		m.ReasonStats,
+		m.Scratch,
 		m.TunnelStats,
 		m.Tunnels,
 	)
@@ -233,6 +265,9 @@ func (m *GrebpfMaps) Close() error {
 //
 // It can be passed to LoadGrebpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GrebpfVariables struct {
+	IcmpTtl       *ebpf.Variable `ebpf:"icmp_ttl"`
+	PmtuExpiresNs *ebpf.Variable `ebpf:"pmtu_expires_ns"`
+	PmtuFloor     *ebpf.Variable `ebpf:"pmtu_floor"`
 }
 
 // GrebpfPrograms contains all programs after they have been loaded into the kernel.

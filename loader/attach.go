@@ -302,6 +302,9 @@ func apply(x *txn, p prepared, commit func() error) (rep Report, committed bool,
 	if err = maps.WriteAttachment(m, att); err != nil {
 		return rep, false, err
 	}
+	if err = fillICMPSources(m); err != nil {
+		return rep, false, err
+	}
 	if err := x.at("decap"); err != nil {
 		return rep, false, err
 	}

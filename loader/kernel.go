@@ -199,7 +199,12 @@ func KernelState(ns string) (State, error) {
 		if st != nil {
 			c = tunnel.Counters{RxPackets: st.RxPackets, RxBytes: st.RxBytes, TxPackets: st.TxPackets, TxBytes: st.TxBytes}
 		}
-		s.Tunnels = append(s.Tunnels, TunnelState{t, c})
+		ts := TunnelState{Tunnel: t, Counters: c}
+		// ip_gre's path MTU is the kernel's exception on the outer route.
+		if rs, err := netlink.RouteGet(t.Remote.AsSlice()); err == nil && len(rs) > 0 && rs[0].MTU > 0 {
+			ts.PathMTU = uint32(rs[0].MTU)
+		}
+		s.Tunnels = append(s.Tunnels, ts)
 	}
 	var err2 error
 	s.Routes, err2 = routesThrough(s.Tunnels)

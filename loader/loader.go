@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 
@@ -59,6 +60,7 @@ func Open(ns string) (*Dataplane, error) {
 		bpf.GrebpfMapTunnelStats: &d.Maps.TunnelStats,
 		bpf.GrebpfMapReasonStats: &d.Maps.ReasonStats,
 		bpf.GrebpfMapAttachments: &d.Maps.Attachments,
+		bpf.GrebpfMapPathMtus:    &d.Maps.PathMtus,
 	} {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if err != nil {
@@ -77,10 +79,17 @@ func load(dir string) (*bpf.GrebpfObjects, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinByName
+	for name, m := range spec.Maps {
+		// .rodata holds the constants setSysctls gives this load; it is
+		// the program's own, never shared.
+		if !strings.HasPrefix(name, ".") {
+			m.Pinning = ebpf.PinByName
+		}
 	}
 	applyVariant(spec)
+	if err := setSysctls(spec); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create pin directory: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -15,10 +16,15 @@ import (
 	"github.com/grebpf/grebpf/maps"
 )
 
-// TunnelState is a tunnel with its counters.
+// TunnelState is a tunnel with its counters and what ICMP taught about
+// the path to its remote.
 type TunnelState struct {
 	tunnel.Tunnel
 	tunnel.Counters
+	// PathMTU is the learned outer path MTU, 0 when none holds; it holds
+	// for PathMTUExpires more (0 where the kernel does not say).
+	PathMTU        uint32
+	PathMTUExpires time.Duration
 }
 
 // State is everything show and stats report about a data plane.
@@ -57,6 +63,10 @@ func ReadState(ns string) (State, error) {
 	if err != nil {
 		return s, err
 	}
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
+		return s, fmt.Errorf("read the clock: %w", err)
+	}
 	for _, t := range ts {
 		c, err := maps.TunnelCounters(&d.Maps, t.Link.Ifindex)
 		if err != nil {
@@ -65,7 +75,9 @@ func ReadState(ns string) (State, error) {
 		if l, err := netlink.LinkByIndex(int(t.Link.Ifindex)); err == nil {
 			t.MTU = uint16(l.Attrs().MTU)
 		}
-		s.Tunnels = append(s.Tunnels, TunnelState{t, c})
+		ts := TunnelState{Tunnel: t, Counters: c}
+		ts.PathMTU, ts.PathMTUExpires, _ = maps.PathMTU(&d.Maps, t, time.Duration(now.Nano()))
+		s.Tunnels = append(s.Tunnels, ts)
 	}
 	if s.Routes, err = routesThrough(s.Tunnels); err != nil {
 		return s, err

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -241,4 +242,47 @@ func ReadAttachment(m *Maps) (Attachment, error) {
 // WriteAttachment stores the attachment record.
 func WriteAttachment(m *Maps, a Attachment) error {
 	return m.Attachments.Put(uint32(0), a)
+}
+
+// SetICMPSources makes the iface_addrs map hold exactly srcs: the address
+// ICMP errors leave from, per device ifindex.
+func SetICMPSources(m *Maps, srcs map[uint32]netip.Addr) error {
+	if len(srcs) > int(m.IfaceAddrs.MaxEntries()) {
+		return fmt.Errorf("%d devices have IPv4 addresses; grebpf answers ICMP through at most %d: split them over namespaces",
+			len(srcs), m.IfaceAddrs.MaxEntries())
+	}
+	var k, v uint32
+	var stale []uint32
+	it := m.IfaceAddrs.Iterate()
+	for it.Next(&k, &v) {
+		if a, ok := srcs[k]; !ok || be32(a) != v {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read ICMP sources: %w", err)
+	}
+	for _, k := range stale {
+		if err := m.IfaceAddrs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete ICMP source of ifindex %d: %w", k, err)
+		}
+	}
+	for k, a := range srcs {
+		if err := m.IfaceAddrs.Put(k, be32(a)); err != nil {
+			return fmt.Errorf("write ICMP source of ifindex %d: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// PathMTU is what ICMP taught the data plane about the path to t's
+// remote: the path MTU and how long it holds; ok is false when nothing
+// holds now. now is CLOCK_MONOTONIC, the programs' clock.
+func PathMTU(m *Maps, t tunnel.Tunnel, now time.Duration) (mtu uint32, left time.Duration, ok bool) {
+	var v bpf.GrebpfPathMtu
+	k := bpf.GrebpfEndpointKey{Local: be32(t.Local), Remote: be32(t.Remote)}
+	if err := m.PathMtus.Lookup(k, &v); err != nil || time.Duration(v.Expires) <= now {
+		return 0, 0, false
+	}
+	return v.Mtu, time.Duration(v.Expires) - now, true
 }

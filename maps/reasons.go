@@ -15,7 +15,7 @@ var reasonInfo = [...]struct {
 	bpf.GrebpfReasonREASON_NOT_GRE:        {"not-gre", false},
 	bpf.GrebpfReasonREASON_TRUNCATED:      {"truncated", true},
 	bpf.GrebpfReasonREASON_OUTER_CHECKSUM: {"outer-checksum", true},
-	bpf.GrebpfReasonREASON_OUTER_FRAGMENT: {"outer-fragment", false},
+	bpf.GrebpfReasonREASON_OUTER_FRAGMENT: {"outer-fragment", true},
 	bpf.GrebpfReasonREASON_UNKNOWN_PEER:   {"unknown-peer", false},
 	bpf.GrebpfReasonREASON_BAD_VERSION:    {"bad-version", true},
 	bpf.GrebpfReasonREASON_ROUTING:        {"routing", true},
@@ -33,6 +33,8 @@ var reasonInfo = [...]struct {
 	bpf.GrebpfReasonREASON_OUTER_OPTIONS:  {"outer-options", true},
 	bpf.GrebpfReasonREASON_SOURCE_ROUTE:   {"source-route", true},
 	bpf.GrebpfReasonREASON_SOURCE_ROUTED:  {"source-routed", false},
+	bpf.GrebpfReasonREASON_PATH_MTU:       {"path-mtu", false},
+	bpf.GrebpfReasonREASON_FRAG_NEEDED:    {"frag-needed", true},
 }
 
 // ReasonName is the name stats print for r.

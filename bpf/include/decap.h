@@ -8,6 +8,7 @@
 #include <bpf/bpf_endian.h>
 #include "csum.h"
 #include "maps.h"
+#include "pmtu.h"
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
@@ -17,14 +18,19 @@ struct decap {
 	__u32 strip;               /* outer IPv4 + GRE bytes after the Ethernet header */
 	__u32 inner_len;           /* inner IPv4 total length */
 	__u8 outer_ecn;            /* the outer header's ECN field */
+	/* An ICMP "fragmentation needed" to us (REASON_NOT_GRE with
+	 * icmp_len set): where its message starts in the frame, its
+	 * length, and the outer destination (the address it was sent to). */
+	__u32 icmp_off, icmp_len;
+	__be32 icmp_to;
 };
 
 /* Anything we do not own goes back to the stack untouched; anything that
  * claims to be ours but is wrong is dropped. */
 static __always_inline int reason_passes(enum reason r)
 {
-	return r == REASON_NOT_GRE || r == REASON_OUTER_FRAGMENT ||
-	       r == REASON_UNKNOWN_PEER || r == REASON_SOURCE_ROUTED;
+	return r == REASON_NOT_GRE || r == REASON_UNKNOWN_PEER ||
+	       r == REASON_SOURCE_ROUTED || r == REASON_PATH_MTU;
 }
 
 /* Option types: linux/ip.h. Options take at most 40 bytes. */
@@ -114,6 +120,23 @@ static __always_inline enum reason outer_options(struct iphdr *ip, void *data_en
 	return w.hops_left ? REASON_SOURCE_ROUTED : REASON_NONE;
 }
 
+/* The outer IPv4 header's own checks: a header that fits the packet and
+ * sums right. *tot is its total length. */
+static __always_inline enum reason outer_header(struct iphdr *ip, void *data_end, __u64 pkt_len,
+						__u32 *tot)
+{
+	__u32 ihl = ip->ihl * 4;
+
+	if (ip->version != 4 || ip->ihl < 5)
+		return REASON_TRUNCATED;
+	*tot = bpf_ntohs(ip->tot_len);
+	if (*tot < ihl + GRE_HLEN || *tot > pkt_len - ETH_HLEN)
+		return REASON_TRUNCATED;
+	if (!ipv4_csum_ok(ip, data_end))
+		return REASON_OUTER_CHECKSUM;
+	return REASON_NONE;
+}
+
 /* pkt_len is the frame length, which for a TC skb may exceed data_end. */
 static __always_inline enum reason decap_classify(void *data, void *data_end,
 						  __u64 pkt_len, struct decap *d)
@@ -124,34 +147,39 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	struct endpoint *ep;
 	struct iphdr *inner;
 	__u32 ihl, tot, glen = GRE_HLEN;
+	enum reason r;
 	__be16 *gre;
 	__u16 flags;
 
+	d->icmp_len = 0;
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return REASON_NOT_GRE;
 	if ((void *)(ip + 1) > data_end)
 		return REASON_TRUNCATED;
-	if (ip->protocol != IPPROTO_GRE)
+	if (ip->protocol != IPPROTO_GRE) {
+		/* Left to the stack whatever it is; noted first if it is
+		 * about the path of one of our tunnels. */
+		if (ip->protocol == IPPROTO_ICMP &&
+		    outer_header(ip, data_end, pkt_len, &tot) == REASON_NONE &&
+		    !(ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) &&
+		    is_frag_needed(ip, data_end, tot, &d->icmp_off, &d->icmp_len))
+			d->icmp_to = ip->daddr;
 		return REASON_NOT_GRE;
-	if (ip->version != 4 || ip->ihl < 5)
-		return REASON_TRUNCATED;
+	}
+	r = outer_header(ip, data_end, pkt_len, &tot);
+	if (r != REASON_NONE)
+		return r;
 	ihl = ip->ihl * 4;
-	tot = bpf_ntohs(ip->tot_len);
-	if (tot < ihl + GRE_HLEN || tot > pkt_len - ETH_HLEN)
-		return REASON_TRUNCATED;
-	if (!ipv4_csum_ok(ip, data_end))
-		return REASON_OUTER_CHECKSUM;
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return REASON_OUTER_FRAGMENT;
 
 	ek.local = ip->daddr;
 	ek.remote = ip->saddr;
 	ep = bpf_map_lookup_elem(&endpoints, &ek);
 	if (!ep)
 		return REASON_UNKNOWN_PEER;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return REASON_OUTER_FRAGMENT;
 	if (ihl > sizeof(*ip)) {
-		enum reason r = outer_options(ip, data_end);
-
+		r = outer_options(ip, data_end);
 		if (r != REASON_NONE)
 			return r;
 	}

@@ -93,7 +93,7 @@ enum reason {
 	REASON_NOT_GRE,        /* pass: not IPv4 protocol 47 */
 	REASON_TRUNCATED,      /* drop: a header is shorter than it claims */
 	REASON_OUTER_CHECKSUM, /* drop: outer IPv4 header checksum is wrong */
-	REASON_OUTER_FRAGMENT, /* pass: outer fragment, left to the stack */
+	REASON_OUTER_FRAGMENT, /* drop: outer fragment from a peer (nothing reassembles them) */
 	REASON_UNKNOWN_PEER,   /* pass: no endpoint for this (dst, src) */
 	REASON_BAD_VERSION,    /* drop: GRE version is not 0 */
 	REASON_ROUTING,        /* drop: GRE routing bit set */
@@ -111,7 +111,24 @@ enum reason {
 	REASON_OUTER_OPTIONS,  /* drop: malformed outer IPv4 options */
 	REASON_SOURCE_ROUTE,   /* drop: outer source route on a WAN device that refuses them */
 	REASON_SOURCE_ROUTED,  /* pass: outer source route with hops left: the stack forwards it */
+	REASON_PATH_MTU,       /* pass: ICMP "fragmentation needed" about a tunnel's outer packet: path MTU noted */
+	REASON_FRAG_NEEDED,    /* drop: inner packet with DF over the tunnel's path MTU: ICMP sent to its sender */
 	REASON_MAX,
+};
+
+/* path_mtus map value, keyed by a tunnel's endpoint_key (local, remote):
+ * what ICMP "fragmentation needed" said about the path to the remote. */
+struct path_mtu {
+	__u32 mtu;
+	__u32 pad;
+	__u64 expires; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+};
+
+/* Room for an ICMP message a program checks or builds; a power of two. */
+#define SCRATCH_LEN 2048
+
+struct scratch {
+	__u8 buf[SCRATCH_LEN];
 };
 
 enum decap_attach {

@@ -41,3 +41,30 @@ struct {
 	__type(key, __u32);
 	__type(value, struct attachment);
 } attachments SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_TUNNELS);
+	__type(key, struct endpoint_key);
+	__type(value, struct path_mtu);
+} path_mtus SEC(".maps");
+
+/* The IPv4 address ICMP errors leave from, per device: the first primary
+ * address, as the kernel's source selection picks it for a connected
+ * route. Filled by the control plane; tunnel interfaces are not in it (a
+ * tunnel's overlay address is in tunnels). */
+#define MAX_IFACE_ADDRS 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_IFACE_ADDRS);
+	__type(key, __u32);
+	__type(value, __be32);
+} iface_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");

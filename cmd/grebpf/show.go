@@ -23,6 +23,29 @@ type showTunnel struct {
 	MTU     uint16  `json:"mtu"`
 	// RPFilter is the inner source check on what the tunnel receives.
 	RPFilter string `json:"rp_filter"`
+	pathMTU
+}
+
+// pathMTU is what ICMP taught about the path to a tunnel's remote: 0 when
+// nothing holds, else the outer path MTU and its seconds left (0 where
+// the kernel does not say).
+type pathMTU struct {
+	PathMTU        uint32 `json:"path_mtu"`
+	PathMTUExpires int64  `json:"path_mtu_expires_seconds"`
+}
+
+func pathMTUOf(t loader.TunnelState) pathMTU {
+	return pathMTU{t.PathMTU, int64(t.PathMTUExpires.Seconds())}
+}
+
+func (p pathMTU) String() string {
+	switch {
+	case p.PathMTU == 0:
+		return "-"
+	case p.PathMTUExpires == 0:
+		return fmt.Sprint(p.PathMTU)
+	}
+	return fmt.Sprintf("%d (%ds left)", p.PathMTU, p.PathMTUExpires)
 }
 
 type showRoute struct {
@@ -88,7 +111,7 @@ func runShow(g *globals, args []string) error {
 			tos = "inherit"
 		}
 		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), t.Key,
-			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String()})
+			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String(), pathMTUOf(t)})
 	}
 	for _, r := range st.Routes {
 		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), r.Tunnel})
@@ -124,13 +147,13 @@ func runShow(g *globals, args []string) error {
 		fmt.Fprintln(g.out)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU\tRP-FILTER")
+	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU\tRP-FILTER\tPATH-MTU")
 	for _, t := range out.Tunnels {
 		key := "none"
 		if t.Key != nil {
 			key = fmt.Sprint(*t.Key)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, t.Overlay, t.Peer, t.MTU, t.RPFilter)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, t.Overlay, t.Peer, t.MTU, t.RPFilter, t.pathMTU)
 	}
 	w.Flush()
 	fmt.Fprintln(g.out)

@@ -15,6 +15,7 @@ type statsTunnel struct {
 	Local   string `json:"local"`
 	Remote  string `json:"remote"`
 	tunnel.Counters
+	pathMTU
 }
 
 type statsReason struct {
@@ -49,7 +50,7 @@ func runStats(g *globals, args []string) error {
 		if *only != "" && t.Name != *only {
 			continue
 		}
-		out.Tunnels = append(out.Tunnels, statsTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), t.Counters})
+		out.Tunnels = append(out.Tunnels, statsTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), t.Counters, pathMTUOf(t)})
 	}
 	if *only != "" && len(out.Tunnels) == 0 {
 		return fmt.Errorf("no tunnel named %q in %s: have %s", *only, ns, strings.Join(names, ", "))
@@ -68,9 +69,9 @@ func runStats(g *globals, args []string) error {
 		return g.printJSON(out)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tRX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\t")
+	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tRX-PACKETS\tRX-BYTES\tTX-PACKETS\tTX-BYTES\tPATH-MTU\t")
 	for _, t := range out.Tunnels {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n", t.Name, t.Local, t.Remote, t.RxPackets, t.RxBytes, t.TxPackets, t.TxBytes)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t\n", t.Name, t.Local, t.Remote, t.RxPackets, t.RxBytes, t.TxPackets, t.TxBytes, t.pathMTU)
 	}
 	w.Flush()
 	fmt.Fprintln(g.out)

@@ -178,6 +178,15 @@ func Interface(h *netlink.Handle, wan netlink.Link, t tunnel.Tunnel) (tunnel.Tun
 			return t, err
 		}
 	}
+	// encap_tc answers a sender on this host whose packet is too big for
+	// the path with an ICMP error from that same host address, handed to
+	// the stack on the tunnel interface; the kernel takes a local source
+	// there only with accept_local. A peer cannot use it to spoof one
+	// while the tunnel's inner source check is on: it drops a local
+	// source first.
+	if err := os.WriteFile(filepath.Join("/proc/sys/net/ipv4/conf", t.Name, "accept_local"), []byte("1"), 0); err != nil {
+		return t, fmt.Errorf("set accept_local on %s: %w", t.Name, err)
+	}
 	if l.Attrs().RawFlags&unix.IFF_NOARP == 0 {
 		if err := h.LinkSetARPOff(l); err != nil {
 			return t, fmt.Errorf("set %s arp off: %w", t.Name, err)

@@ -1,0 +1,141 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+		"strconv"
+	"strings"
+	"testing"
+)
+
+// narrowHop makes the link between the WAN router and r2 a 1400-byte one
+// (a PPPoE or VPN hop): r1's outer packets to r2 no longer fit, and r2's
+// WAN device has a lower MTU than when grebpf attached.
+func narrowHop(t *testing.T) {
+	t.Helper()
+	in(t, "wan", "ip", "link", "set", "r2", "mtu", "1400")
+	in(t, "r2", "ip", "link", "set", "wan2", "mtu", "1400")
+}
+
+type pathMTUJSON struct {
+	Tunnels []struct {
+		PathMTU        uint32 `json:"path_mtu"`
+		PathMTUExpires int64  `json:"path_mtu_expires_seconds"`
+	} `json:"tunnels"`
+}
+
+func pathMTUOf(t *testing.T, ns string) (uint32, int64) {
+	t.Helper()
+	var s pathMTUJSON
+	if err := json.Unmarshal([]byte(grebpf(t, "--netns", ns, "show", "--json")), &s); err != nil || len(s.Tunnels) != 1 {
+		t.Fatalf("show --json in %s: %v", ns, err)
+	}
+	return s.Tunnels[0].PathMTU, s.Tunnels[0].PathMTUExpires
+}
+
+// dfPing sends three DF pings of size bytes of data: the first one only
+// teaches the router the path MTU (ip_gre loses it too), the next are
+// answered "frag needed".
+func dfPing(t *testing.T, from, to string, size int) result {
+	t.Helper()
+	return execute(t, "ip", "netns", "exec", from, "ping", "-c", "3", "-i", "0.3", "-W", "1", "-M", "do", "-s", strconv.Itoa(size), to)
+}
+
+// tcpThrough runs iperf3 TCP for 2 seconds and says what crossed; it
+// must be something.
+func tcpThrough(t *testing.T, from, to, addr string) string {
+	t.Helper()
+	gbps, retrans := iperfBetween(t, from, to, addr, 2)
+	if gbps == 0 {
+		t.Fatalf("TCP %s → %s moved nothing through the 1400-byte hop", from, to)
+	}
+	return fmt.Sprintf("%.2f Gbit/s, %d retransmits", gbps, retrans)
+}
+
+// TestPathMTU: with a 1400-byte hop on the path, grebpf does what ip_gre
+// does: the WAN router's "frag needed" about r1's outer packets lowers the
+// tunnel's path MTU, and the next DF packet over it gets "frag needed"
+// with the tunnel MTU (1400 − 24) sent to its sender, forwarded or local;
+// r2 follows its own WAN MTU, lowered after attach. TCP crosses both
+// ways, the senders learning as they go. In every decap mode and with the
+// fast path.
+func TestPathMTU(t *testing.T) {
+	for _, mode := range []struct {
+		name        string
+		lab, attach []string
+	}{
+		{"decap-xdp", nil, []string{"--decap", "xdp"}},
+		{"decap-tc", nil, []string{"--decap", "tc"}},
+		{"fastpath", []string{"--fastpath"}, []string{"--fastpath", "LAN"}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			labUp(t, mode.lab...)
+			attachBoth(t, mode.attach...)
+			mustPing(t, "lan1", "172.16.200.1")
+			narrowHop(t)
+
+			// First, before any ping has taught anyone anything.
+			t.Run("tcp", func(t *testing.T) {
+				t.Logf("lan1 → lan2: %s", tcpThrough(t, "lan1", "lan2", "172.16.200.1"))
+				t.Logf("lan2 → lan1: %s", tcpThrough(t, "lan2", "lan1", "172.16.100.1"))
+			})
+			t.Run("forwarded sender", func(t *testing.T) {
+				in(t, "lan1", "ip", "route", "flush", "cache")
+				r := dfPing(t, "lan1", "172.16.200.1", 1448)
+				if !strings.Contains(r.out, "From 172.16.100.254") || !strings.Contains(r.out, "Frag needed and DF set (mtu = 1376)") {
+					t.Errorf("1476-byte DF ping over a 1400-byte hop: want frag needed (mtu = 1376) from r1, got:\n%s%s", r.out, r.stderr)
+				}
+				s := stats(t, "r1")
+				if s.reason("path-mtu") == 0 || s.reason("frag-needed") == 0 {
+					t.Errorf("r1 counted path-mtu %d, frag-needed %d: want both", s.reason("path-mtu"), s.reason("frag-needed"))
+				}
+				if mtu, left := pathMTUOf(t, "r1"); mtu != 1400 || left < 590 || left > 600 {
+					t.Errorf("r1 shows path MTU %d for %ds more, want 1400 for about 600s", mtu, left)
+				}
+				if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1348"); r.code != 0 {
+					t.Errorf("1376-byte DF ping failed:\n%s%s", r.out, r.stderr)
+				}
+			})
+			t.Run("sender on the router", func(t *testing.T) {
+				r := dfPing(t, "r1", "172.16.200.1", 1448)
+				if !strings.Contains(r.out+r.stderr, "mtu=1376") && !strings.Contains(r.out, "mtu = 1376") {
+					t.Errorf("r1's own DF ping: want told mtu 1376, got:\n%s%s", r.out, r.stderr)
+				}
+				if got := in(t, "r1", "ip", "route", "get", "172.16.200.1"); !strings.Contains(got, "mtu 1376") {
+					t.Errorf("r1's route cache after the ICMP: %s, want mtu 1376 (as ip_gre leaves it)", got)
+				}
+			})
+			t.Run("wan mtu lowered after attach", func(t *testing.T) {
+				in(t, "lan2", "ip", "route", "flush", "cache")
+				r := dfPing(t, "lan2", "172.16.100.1", 1448)
+				if !strings.Contains(r.out, "From 172.16.200.254") || !strings.Contains(r.out, "Frag needed and DF set (mtu = 1376)") {
+					t.Errorf("1476-byte DF ping from lan2: want frag needed (mtu = 1376) from r2, got:\n%s%s", r.out, r.stderr)
+				}
+			})
+		})
+	}
+}
+
+// TestPathMTUSysctls: the learned path MTU follows the namespace's
+// net.ipv4.route sysctls as the kernel's does: never below min_pmtu, and
+// gone after mtu_expires.
+func TestPathMTUSysctls(t *testing.T) {
+	labUp(t)
+	in(t, "r1", "sysctl", "-qw", "net.ipv4.route.min_pmtu=1450", "net.ipv4.route.mtu_expires=3")
+	attachBoth(t)
+	mustPing(t, "lan1", "172.16.200.1")
+	narrowHop(t)
+	r := dfPing(t, "lan1", "172.16.200.1", 1448)
+	if !strings.Contains(r.out, "Frag needed and DF set (mtu = 1426)") {
+		t.Errorf("DF ping with min_pmtu 1450: want frag needed (mtu = 1426), got:\n%s%s", r.out, r.stderr)
+	}
+	if mtu, left := pathMTUOf(t, "r1"); mtu != 1450 || left > 3 {
+		t.Errorf("r1 shows path MTU %d for %ds more, want the floor 1450 for at most 3s", mtu, left)
+	}
+	eventually(t, 5e9, func() string {
+		if mtu, _ := pathMTUOf(t, "r1"); mtu != 0 {
+			return "the path MTU has not expired after mtu_expires"
+		}
+		return ""
+	})
+}

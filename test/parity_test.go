@@ -376,9 +376,9 @@ var dropCases = []dropCase{
 	{name: "sequence flag", delivered: &[2]bool{false, true}, build: func(t *testing.T, f frameParts) [][]byte {
 		return outer(t, f, "10.100.0.1", &layers.GRE{Protocol: layers.EthernetTypeIPv4, SeqPresent: true, Seq: 1}, f.inner, nil)
 	}},
-	// Outer fragments: grebpf leaves them to the stack, which reassembles
-	// but has no ip_gre tunnel to give them to in BPF mode; ip_gre
-	// reassembles and delivers.
+	// Outer fragments: grebpf drops those from a peer (nothing
+	// reassembles them for a BPF program); ip_gre reassembles and
+	// delivers.
 	{name: "outer fragments", delivered: &[2]bool{false, true}, build: func(t *testing.T, f frameParts) [][]byte {
 		whole := outer(t, f, "10.100.0.1", greIPv4(), f.inner, nil)[0]
 		hdr, payload := whole[:34], whole[34:] // Ethernet + outer IPv4 | GRE + inner

@@ -1,11 +1,18 @@
 package test
 
 import (
+	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
-		"strconv"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 )
 
 // narrowHop makes the link between the WAN router and r2 a 1400-byte one
@@ -138,4 +145,51 @@ func TestPathMTUSysctls(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestParityPMTU: through the same 1400-byte hop, the "frag needed" lan1
+// gets for the same DF packet is byte for byte ip_gre's (but for the IP
+// ID and header checksum), both routers show the path MTU, and a sender on
+// r1 is told the same MTU.
+func TestParityPMTU(t *testing.T) {
+	needIPGRE(t)
+	ip := &layers.IPv4{Version: 4, IHL: 5, TOS: 0xb8, Id: 0x2345, Flags: layers.IPv4DontFragment, TTL: 64,
+		Protocol: layers.IPProtocolUDP, SrcIP: net.IPv4(172, 16, 100, 1), DstIP: net.IPv4(172, 16, 200, 1)}
+	udp := &layers.UDP{SrcPort: 40002, DstPort: 9}
+	udp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	payload := make([]byte, 1476-28)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, udp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	big := buf.Bytes()
+	icmps := map[string][]byte{}
+	for _, mode := range []string{"bpf", "kernel"} {
+		t.Run(mode, func(t *testing.T) {
+			labUp(t)
+			attachBoth(t, modeArgs[mode]...)
+			mustPing(t, "lan1", "172.16.200.1")
+			narrowHop(t)
+			sendRaw(t, "lan1", big) // teaches r1 the path MTU
+			time.Sleep(200 * time.Millisecond)
+			icmps[mode] = captureOne(t, "lan1", "eth0", "icmp[0] = 3 and icmp[1] = 4", func() { sendRaw(t, "lan1", big) })
+			if mtu, _ := pathMTUOf(t, "r1"); mtu != 1400 {
+				t.Errorf("r1 shows path MTU %d, want 1400", mtu)
+			}
+			r := dfPing(t, "r1", "172.16.200.1", 1448)
+			if !strings.Contains(r.out+r.stderr, "mtu=1376") && !strings.Contains(r.out, "mtu = 1376") {
+				t.Errorf("r1's own DF ping: want told mtu 1376, got:\n%s%s", r.out, r.stderr)
+			}
+		})
+	}
+	b, k := icmps["bpf"], icmps["kernel"]
+	if b == nil || k == nil {
+		t.Fatal("no ICMP captured in one of the modes")
+	}
+	if !bytes.Equal(maskIDAndChecksum(b), maskIDAndChecksum(k)) {
+		t.Errorf("frag needed differs beyond IP ID and checksum\n   bpf %s\nkernel %s", hex.EncodeToString(b), hex.EncodeToString(k))
+	}
 }

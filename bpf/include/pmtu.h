@@ -46,6 +46,22 @@ struct icmphdr {
 /* icmp_send quotes at most what fits a 576-byte datagram. */
 #define ICMP_QUOTE_MAX (576 - sizeof(struct iphdr) - sizeof(struct icmphdr))
 
+/* v & mask, computed where clang cannot see it, so that the bounds are
+ * in the value itself. Clang drops a mask it finds redundant after the
+ * caller's checks, folds comparisons into a range check on a copy, or
+ * spills a length before checking it; older verifiers (6.1) carry none of
+ * that back to the value a helper or an index is given. */
+#define masked(x, m)                                                          \
+	({                                                                     \
+		__u64 __x = (x);                                               \
+		asm volatile("%[val] &= %[msk]" : [val] "+r"(__x) : [msk] "i"(m)); \
+		(__u32)__x;                                                    \
+	})
+
+/* A length the caller has checked to be between 1 and mask + 1 (mask one
+ * less than a power of two), with those bounds for the verifier. */
+#define bounded(len, m) (masked((len) - 1, m) + 1)
+
 /* Ones' complement sum of the first len bytes of s, which the caller has
  * padded with zeros to a multiple of 4. bpf_csum_diff takes at most 512
  * bytes a call. */
@@ -62,7 +78,7 @@ static __always_inline __u16 scratch_csum(struct scratch *s, __u32 len)
 		chunk = n - off;
 		if (chunk > 512)
 			chunk = 512;
-		sum = bpf_csum_diff(NULL, 0, (void *)(s->buf + off), chunk, (__u32)sum);
+		sum = bpf_csum_diff(NULL, 0, (void *)(s->buf + off), bounded(chunk, 511), (__u32)sum);
 		if (sum < 0)
 			return 1; /* never a valid sum of a zeroed checksum field */
 	}
@@ -99,9 +115,9 @@ static __always_inline enum reason pmtu_note(struct scratch *s, __u32 len, __be3
 
 	if (len < ICMP_MSG_MIN || len > SCRATCH_LEN - 4)
 		return REASON_NOT_GRE;
-	s->buf[len & (SCRATCH_LEN - 1)] = 0;
-	s->buf[(len + 1) & (SCRATCH_LEN - 1)] = 0;
-	s->buf[(len + 2) & (SCRATCH_LEN - 1)] = 0;
+	s->buf[masked(len, SCRATCH_LEN - 1)] = 0;
+	s->buf[masked(len + 1, SCRATCH_LEN - 1)] = 0;
+	s->buf[masked(len + 2, SCRATCH_LEN - 1)] = 0;
 	if (scratch_csum(s, len) != 0)
 		return REASON_NOT_GRE;
 	if (q->version != 4 || q->ihl < 5 || q->protocol != IPPROTO_GRE || q->saddr != to)
@@ -114,7 +130,7 @@ static __always_inline enum reason pmtu_note(struct scratch *s, __u32 len, __be3
 	ep = bpf_map_lookup_elem(&endpoints, &k);
 	if (!ep)
 		return REASON_NOT_GRE;
-	gre = (void *)(s->buf + ((sizeof(*icmp) + qhl) & 127));
+	gre = (void *)(s->buf + masked(sizeof(*icmp) + qhl, 127));
 	flags = bpf_ntohs(gre[0]);
 	if (flags & (GRE_VERSION | GRE_ROUTING))
 		return REASON_NOT_GRE;
@@ -124,7 +140,7 @@ static __always_inline enum reason pmtu_note(struct scratch *s, __u32 len, __be3
 		/* The key follows the checksum field when there is one. */
 		__u32 koff = sizeof(*icmp) + qhl + GRE_HLEN + ((flags & GRE_CSUM) ? 4 : 0);
 
-		if (koff + 4 > len || *(__be32 *)(s->buf + (koff & 127)) != ep->key)
+		if (koff + 4 > len || *(__be32 *)(s->buf + masked(koff, 127)) != ep->key)
 			return REASON_NOT_GRE;
 	}
 
@@ -171,7 +187,12 @@ static __always_inline enum reason pmtu_learn_xdp(struct xdp_md *ctx, __u32 off,
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 
-	if (!s || len < ICMP_MSG_MIN || len > SCRATCH_LEN - 4 || bpf_xdp_load_bytes(ctx, off, s->buf, len))
+	if (!s || len > SCRATCH_LEN - 4)
+		return REASON_NOT_GRE;
+	if (len < ICMP_MSG_MIN)
+		return REASON_NOT_GRE;
+	len = bounded(len, SCRATCH_LEN - 1);
+	if (bpf_xdp_load_bytes(ctx, off, s->buf, len))
 		return REASON_NOT_GRE;
 	return pmtu_note(s, len, to);
 }
@@ -181,7 +202,12 @@ static __always_inline enum reason pmtu_learn_skb(struct __sk_buff *skb, __u32 o
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
 
-	if (!s || len < ICMP_MSG_MIN || len > SCRATCH_LEN - 4 || bpf_skb_load_bytes(skb, off, s->buf, len))
+	if (!s || len > SCRATCH_LEN - 4)
+		return REASON_NOT_GRE;
+	if (len < ICMP_MSG_MIN)
+		return REASON_NOT_GRE;
+	len = bounded(len, SCRATCH_LEN - 1);
+	if (bpf_skb_load_bytes(skb, off, s->buf, len))
 		return REASON_NOT_GRE;
 	return pmtu_note(s, len, to);
 }
@@ -249,12 +275,12 @@ static __always_inline int send_frag_needed(struct __sk_buff *skb, const struct 
 	icmp->checksum = 0;
 	icmp->unused = 0;
 	icmp->mtu = bpf_htons(mtu);
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, s->buf + sizeof(*icmp), q & 1023))
+	q = bounded(q, 1023);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, s->buf + sizeof(*icmp), q))
 		return TC_ACT_SHOT;
-	q &= 1023;
-	s->buf[(sizeof(*icmp) + q) & (SCRATCH_LEN - 1)] = 0;
-	s->buf[(sizeof(*icmp) + q + 1) & (SCRATCH_LEN - 1)] = 0;
-	s->buf[(sizeof(*icmp) + q + 2) & (SCRATCH_LEN - 1)] = 0;
+	s->buf[masked(sizeof(*icmp) + q, SCRATCH_LEN - 1)] = 0;
+	s->buf[masked(sizeof(*icmp) + q + 1, SCRATCH_LEN - 1)] = 0;
+	s->buf[masked(sizeof(*icmp) + q + 2, SCRATCH_LEN - 1)] = 0;
 	icmp->checksum = scratch_csum(s, sizeof(*icmp) + q);
 
 	if (bpf_skb_change_tail(skb, ETH_HLEN + q, 0) ||

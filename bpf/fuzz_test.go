@@ -6,7 +6,9 @@ import (
 	"net"
 	"runtime"
 	"testing"
+	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/grebpf/grebpf/internal/tunnel"
@@ -28,6 +30,10 @@ func FuzzDecap(f *testing.F) {
 		in := greFrame(f, wanRemote, wanLocal, plainGRE(), innerPacket(f, lan2Host, lan1Host, tos, 63))
 		in[15] = 0x03
 		f.Add(refreshOuterChecksum(in))
+	}
+	// "Frag needed" about our outer packets, as routers quote them.
+	for _, n := range []int{28, 548} {
+		f.Add(fromWANRouter(f, 1400, outerOf(f, plainGRE(), inner), n))
 	}
 	objs := load(f, nil)
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -210,13 +216,24 @@ func encapOf(l3 []byte, id uint16, totLen int) []byte {
 // the input's L3 under exactly ip_gre's outer headers; a dropped one
 // names a reason.
 func FuzzEncap(f *testing.F) {
-	link := tunnelDevs(f, wanNS(f, true))
-	objs := loadOn(f, testTunnel(nil, link, tunnel.RPStrict))
+	wan := wanNS(f, true)
+	lanSide(f, true)
+	link := tunnelDevs(f, wan)
+	tun := testTunnel(nil, link, tunnel.RPStrict)
+	objs := loadOn(f, tun)
+	srcs := lanAddrs(f)
+	srcs[uint32(wan)] = wanLocal
+	must(f, maps.SetICMPSources(&objs.GrebpfMaps, srcs))
+	// Packets over 1376 bytes with DF are answered "frag needed".
+	setPathMTU(f, &objs.GrebpfMaps, tun, 1400, time.Hour)
 	ns := here(f)
 	for _, tos := range []uint8{0, 0xb8, 0x03} {
 		f.Add(frame(f, macTun, macTun, innerPacket(f, lan1Host, lan2Host, tos, 63)))
 	}
 	f.Add(frame(f, macTun, macTun, []byte{0x45}))
+	for _, src := range []net.IP{lan1Host, overlayR1.AsSlice(), net.IPv4(10, 100, 0, 7), lan2Host} {
+		f.Add(frame(f, macTun, macTun, udpPacket(f, src, lan2Host, 0xb9, 1477, true)))
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if !runnable(in, true) {
 			return
@@ -226,6 +243,11 @@ func FuzzEncap(f *testing.F) {
 			verdict, out := run(t, objs.EncapTc, in, skbContext{Ifindex: link.PeerIfindex})
 			reasons, tun := movedOne(t, before, &objs.GrebpfMaps)
 			switch {
+			case verdict == tcRedirect && reasons["frag-needed"] == 1:
+				want := fragNeededFor(t, in[14:], 1376)
+				if len(out) < 34 || !bytes.Equal(anyID(out)[12:], anyID(want)[12:]) {
+					t.Fatalf("frag needed:%s", diff(anyID(out)[min(12, len(out)):], anyID(want)[12:]))
+				}
 			case verdict == tcRedirect:
 				if tun.TxPackets != 1 || len(out) < 34 {
 					t.Fatalf("redirected with counters %v %+v, output %x", reasons, tun, out)
@@ -243,6 +265,24 @@ func FuzzEncap(f *testing.F) {
 			}
 		})
 	})
+}
+
+// fragNeededFor is, past the MACs, the "fragmentation needed" icmp_send
+// would send about the IPv4 packet l3 for a tunnel MTU of mtu: from the
+// source address of the kernel's route back to the sender (the sender's
+// own address when it is this host's), quoting up to 548 bytes.
+func fragNeededFor(tb testing.TB, l3 []byte, mtu uint16) []byte {
+	tb.Helper()
+	sender := net.IP(l3[12:16])
+	rs, err := netlink.RouteGet(sender)
+	if err != nil || len(rs) == 0 {
+		tb.Fatalf("the kernel has no route back to %s (%v), yet ICMP went there", sender, err)
+	}
+	src := rs[0].Src
+	if rs[0].Type == unix.RTN_LOCAL {
+		src = sender
+	}
+	return fragNeeded(tb, macTun, macTun, src.To4(), sender, 0xc0|l3[1]&0x1e, mtu, l3[:min(len(l3), 548)])
 }
 
 // FuzzFastpathLAN feeds arbitrary frames to the LAN fast path: a frame
@@ -303,6 +343,7 @@ func FuzzFastpathWAN(f *testing.F) {
 	}
 	f.Add(greFrame(f, wanRemote, wanLocal, plainGRE(), innerPacket(f, net.IPv4(8, 8, 8, 8), lan1Host, 0, 63)))
 	f.Add(greFrame(f, wanRemote, wanLocal, keyedGRE(testKey), innerPacket(f, lan2Host, lan1Host, 0, 63)))
+	f.Add(fromWANRouter(f, 1400, outerOf(f, plainGRE(), innerPacket(f, lan1Host, lan2Host, 0, 63)), 548))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if !runnable(in, false) {
 			return

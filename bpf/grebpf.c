@@ -228,11 +228,12 @@ int decap_tc(struct __sk_buff *skb)
  * fragments, or to or from addresses that are not one host's). */
 static __always_inline int icmp_may_answer(struct __sk_buff *skb, const struct iphdr *ip)
 {
-	__u8 type;
+	__u8 src = bpf_ntohl(ip->saddr) >> 24, type;
 
-	if (ip->frag_off & bpf_htons(IP_OFFSET) || ip->saddr == 0 ||
-	    (bpf_ntohl(ip->saddr) >> 28) == 14 || (bpf_ntohl(ip->daddr) >> 28) >= 14 ||
-	    ip->daddr == 0xffffffff)
+	/* Sources the kernel would not have forwarded (this net, loopback,
+	 * multicast, reserved, broadcast), destinations that are not one host. */
+	if (ip->frag_off & bpf_htons(IP_OFFSET) || src == 0 || src == 127 || src >= 224 ||
+	    (bpf_ntohl(ip->daddr) >> 28) >= 14)
 		return 0;
 	if (ip->protocol != IPPROTO_ICMP)
 		return 1;

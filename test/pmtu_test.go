@@ -96,7 +96,9 @@ func TestPathMTU(t *testing.T) {
 				if s.reason("path-mtu") == 0 || s.reason("frag-needed") == 0 {
 					t.Errorf("r1 counted path-mtu %d, frag-needed %d: want both", s.reason("path-mtu"), s.reason("frag-needed"))
 				}
-				if mtu, left := pathMTUOf(t, "r1"); mtu != 1400 || left < 590 || left > 600 {
+				// Learned during the TCP test, a few seconds ago (more
+				// under emulation).
+				if mtu, left := pathMTUOf(t, "r1"); mtu != 1400 || left < 540 || left > 600 {
 					t.Errorf("r1 shows path MTU %d for %ds more, want 1400 for about 600s", mtu, left)
 				}
 				if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1348"); r.code != 0 {
@@ -189,7 +191,8 @@ func TestParityPMTU(t *testing.T) {
 	if b == nil || k == nil {
 		t.Fatal("no ICMP captured in one of the modes")
 	}
-	if !bytes.Equal(maskIDAndChecksum(b), maskIDAndChecksum(k)) {
-		t.Errorf("frag needed differs beyond IP ID and checksum\n   bpf %s\nkernel %s", hex.EncodeToString(b), hex.EncodeToString(k))
+	// Each mode had its own lab, so its own MAC addresses.
+	if !bytes.Equal(maskIDAndChecksum(b)[12:], maskIDAndChecksum(k)[12:]) {
+		t.Errorf("frag needed differs beyond MACs, IP ID and checksum\n   bpf %s\nkernel %s", hex.EncodeToString(b), hex.EncodeToString(k))
 	}
 }

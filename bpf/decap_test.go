@@ -214,7 +214,13 @@ var decapCases = []decapCase{
 		return b
 	})},
 	{name: "checksum flag", reason: "csum-flag", frame: fromR2(&layers.GRE{Protocol: layers.EthernetTypeIPv4, ChecksumPresent: true})},
-	{name: "sequence flag", reason: "seq-flag", frame: fromR2(&layers.GRE{Protocol: layers.EthernetTypeIPv4, SeqPresent: true, Seq: 1})},
+	// Sequence numbers are ignored, as ip_gre does without iseq.
+	{name: "sequence number", frame: fromR2(&layers.GRE{Protocol: layers.EthernetTypeIPv4, SeqPresent: true, Seq: 1})},
+	{name: "keyed with sequence number", key: u32(testKey), frame: fromR2(&layers.GRE{Protocol: layers.EthernetTypeIPv4, KeyPresent: true, Key: testKey, SeqPresent: true, Seq: 0xfffffffe})},
+	{name: "sequence number past the outer length", reason: "truncated", frame: mangle(&layers.GRE{Protocol: layers.EthernetTypeIPv4, SeqPresent: true, Seq: 1}, func(b []byte) []byte {
+		binary.BigEndian.PutUint16(b[16:], 20+4+3)
+		return refreshOuterChecksum(b)
+	})},
 	{name: "wrong key", key: u32(testKey), reason: "key-mismatch", frame: fromR2(keyedGRE(testKey + 1))},
 	{name: "missing key", key: u32(testKey), reason: "key-mismatch", frame: fromR2(plainGRE())},
 	{name: "unexpected key", reason: "key-mismatch", frame: fromR2(keyedGRE(testKey))},

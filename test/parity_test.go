@@ -373,7 +373,7 @@ var dropCases = []dropCase{
 			greChecksum(b[34:]) // valid, so only the flag is at issue
 		})
 	}},
-	{name: "sequence flag", delivered: &[2]bool{false, true}, build: func(t *testing.T, f frameParts) [][]byte {
+	{name: "sequence flag", delivered: &[2]bool{true, true}, build: func(t *testing.T, f frameParts) [][]byte {
 		return outer(t, f, "10.100.0.1", &layers.GRE{Protocol: layers.EthernetTypeIPv4, SeqPresent: true, Seq: 1}, f.inner, nil)
 	}},
 	// Outer fragments: grebpf drops those from a peer (nothing

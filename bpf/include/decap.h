@@ -197,8 +197,6 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 		return REASON_ROUTING;
 	if (flags & GRE_CSUM)
 		return REASON_CSUM_FLAG;
-	if (flags & GRE_SEQ)
-		return REASON_SEQ_FLAG;
 	if (flags & GRE_KEY) {
 		__be32 *key = (void *)(gre + 2);
 
@@ -211,6 +209,10 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	} else if (ep->flags & TUNNEL_F_KEY) {
 		return REASON_KEY_MISMATCH;
 	}
+	/* A sequence number follows the key: ignored, as ip_gre ignores it
+	 * on a tunnel without iseq. */
+	if (flags & GRE_SEQ)
+		glen += 4;
 	if (gre[1] != bpf_htons(ETH_P_IP))
 		return REASON_UNKNOWN_INNER;
 

@@ -98,7 +98,7 @@ enum reason {
 	REASON_BAD_VERSION,    /* drop: GRE version is not 0 */
 	REASON_ROUTING,        /* drop: GRE routing bit set */
 	REASON_CSUM_FLAG,      /* drop: GRE checksum not supported yet */
-	REASON_SEQ_FLAG,       /* drop: GRE sequence numbers not supported yet */
+	REASON_SEQ_FLAG,       /* unused: GRE sequence numbers are accepted and ignored */
 	REASON_KEY_MISMATCH,   /* drop: key missing, unexpected or wrong */
 	REASON_UNKNOWN_INNER,  /* drop: inner protocol is not IPv4 */
 	REASON_DECAP_FAILED,   /* drop: the kernel refused to strip headers */

@@ -1,6 +1,7 @@
 package bpf_test
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"testing"
@@ -196,6 +197,46 @@ func TestEncapDrops(t *testing.T) {
 			}
 			if c.reason == "" && len(reasons) != 0 || c.reason != "" && (len(reasons) != 1 || reasons[c.reason] != 1) {
 				t.Errorf("reasons moved %v, want %q", reasons, c.reason)
+			}
+		})
+	}
+}
+
+// TestEncapNoPMTUDisc: with pmtudisc off the outer DF bit is the inner
+// packet's, as ip_gre's nopmtudisc sends it; encap and the fast path alike.
+func TestEncapNoPMTUDisc(t *testing.T) {
+	for _, df := range []bool{true, false} {
+		t.Run(fmt.Sprint("inner DF ", df), func(t *testing.T) {
+			wan := wanNS(t, true)
+			lan := lanSide(t, true)
+			link := tunnelDevs(t, wan)
+			tun := testTunnel(nil, link, tunnel.RPStrict)
+			tun.TTL, tun.NoPMTUDisc = 0, true
+			objs := loadOn(t, tun)
+			inner := udpPacket(t, lan1Host, lan2Host, 0, 200, df)
+			want := expectedEncap(t, inner, 0, 63, 0, nil)
+			if !df {
+				want[14+6] &^= 0x40
+			}
+			verdict, out := run(t, objs.EncapTc, frame(t, macTun, macTun, inner), skbContext{Ifindex: link.PeerIfindex})
+			if verdict != tcRedirect {
+				t.Fatalf("encap verdict %d", verdict)
+			}
+			if d := diff(anyID(out), anyID(want)); d != "" {
+				t.Errorf("encap:%s", d)
+			}
+			// The fast path forwards: TTL 63 becomes 62, outer TTL inherited.
+			in := frame(t, macWAN, macLANHost, inner)
+			verdict, out = run(t, objs.FastpathLan, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(lan)})
+			want = expectedEncap(t, withTTL(t, inner, 62), 0, 62, 0, nil)
+			if !df {
+				want[14+6] &^= 0x40
+			}
+			if verdict != xdpRedirect {
+				t.Fatalf("fast path verdict %d", verdict)
+			}
+			if d := diff(anyID(out), anyID(want)); d != "" {
+				t.Errorf("fast path:%s", d)
 			}
 		})
 	}

@@ -256,7 +256,8 @@ int encap_tc(struct __sk_buff *skb)
 	__u32 segs, hlen, mtu, pmtu, len;
 	__u16 inner_len;
 	__u8 tos, ttl;
-	int gso, df;
+	__be16 df;
+	int gso;
 	long rc;
 
 	t = bpf_map_lookup_elem(&tunnels, &dev);
@@ -339,7 +340,7 @@ int encap_tc(struct __sk_buff *skb)
 		count_reason(REASON_ENCAP_FAILED);
 		return TC_ACT_SHOT;
 	}
-	encap_write(ip, t, tos, ttl, skb->len - ETH_HLEN);
+	encap_write(ip, t, tos, ttl, df, skb->len - ETH_HLEN);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 
 	switch (rc) {
@@ -379,6 +380,7 @@ int fastpath_lan(struct xdp_md *ctx)
 	struct tunnel *t;
 	__u32 hlen, out;
 	__u16 inner_len;
+	__be16 df;
 	__u8 tos, ttl;
 	long rc;
 
@@ -412,6 +414,7 @@ int fastpath_lan(struct xdp_md *ctx)
 
 	tos = ip->tos;
 	ttl = ip->ttl - 1;
+	df = ip->frag_off & bpf_htons(IP_DF);
 	if (bpf_xdp_adjust_head(ctx, -(int)hlen))
 		return XDP_PASS;
 	data = (void *)(long)ctx->data;
@@ -424,7 +427,7 @@ int fastpath_lan(struct xdp_md *ctx)
 	ipv4_dec_ttl(inner);
 	eth_write_macs(eth, fib.dmac, fib.smac);
 	eth->h_proto = bpf_htons(ETH_P_IP);
-	encap_write(ip, t, tos, ttl, inner_len + hlen);
+	encap_write(ip, t, tos, ttl, df, inner_len + hlen);
 	count_tx(t->ifindex, 1, inner_len);
 	return bpf_redirect(fib.ifindex, 0);
 }

@@ -62,7 +62,7 @@ func problems(s State) []string {
 			out = append(out, fmt.Sprintf("tunnel %s: local %s is no longer an address here: add it back to %s", t.Name, t.Local, name))
 		}
 		if fit := wan.Attrs().MTU - t.Overhead(); int(t.MTU) > fit {
-			out = append(out, fmt.Sprintf("tunnel %s: MTU %d is more than %s's MTU %d leaves (%d), so larger packets are dropped: run grebpf attach again to follow it",
+			out = append(out, fmt.Sprintf("tunnel %s: MTU %d is more than %s's MTU %d leaves (%d), so larger packets without DF are dropped (senders of DF ones are told the MTU): run grebpf attach again to follow it",
 				t.Name, t.MTU, name, wan.Attrs().MTU, fit))
 		}
 		nh, err := routing.WANNexthop(wan, t.Tunnel)

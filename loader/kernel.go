@@ -98,6 +98,9 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 		if t.TOSInherit {
 			g.Tos = 1 // ip_gre's "tos inherit"
 		}
+		if t.NoPMTUDisc {
+			g.PMtuDisc = 0
+		}
 		if t.Key != nil {
 			g.IKey, g.OKey = *t.Key, *t.Key
 			g.IFlags, g.OFlags = nl.GRE_KEY, nl.GRE_KEY
@@ -177,6 +180,7 @@ func KernelState(ns string) (State, error) {
 		t.Local, _ = netip.AddrFromSlice(g.Local.To4())
 		t.Remote, _ = netip.AddrFromSlice(g.Remote.To4())
 		t.TOSInherit = g.Tos&1 != 0
+		t.NoPMTUDisc = g.PMtuDisc == 0
 		t.TOS = g.Tos &^ 1
 		if g.OFlags&nl.GRE_KEY != 0 {
 			k := g.OKey

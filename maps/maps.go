@@ -69,6 +69,9 @@ func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 	if t.TOSInherit {
 		v.Flags |= FlagTOSInherit
 	}
+	if t.NoPMTUDisc {
+		v.Flags |= FlagNoPMTUDisc
+	}
 	for i := 0; i < len(t.Name) && i < len(v.Name)-1; i++ {
 		v.Name[i] = int8(t.Name[i])
 	}
@@ -91,6 +94,7 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 		TOS:           v.Tos,
 		RPFilter:      tunnel.RPFilter(v.RpFilter),
 		TOSInherit:    v.Flags&FlagTOSInherit != 0,
+		NoPMTUDisc:    v.Flags&FlagNoPMTUDisc != 0,
 		OverlayLocal:  addrOf(v.OverlayLocal),
 		OverlayRemote: addrOf(v.OverlayRemote),
 		Link:          tunnel.Link{Ifindex: v.Ifindex, PeerIfindex: v.RxIfindex, WANIfindex: v.WanIfindex},
@@ -109,6 +113,7 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 const (
 	FlagKey        = 1 << 0
 	FlagTOSInherit = 1 << 1
+	FlagNoPMTUDisc = 1 << 2
 )
 
 // PutTunnel writes a tunnel under both of its devices, the decap endpoint

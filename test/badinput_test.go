@@ -66,6 +66,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown flag", append(r1, "--colour"), false, "flag provided but not defined: -colour"},
 		{"site without config", append(r1, "--site", "r1"), false, "--site picks a part of a config file: give --config FILE too"},
 		{"bad encap", append(r1, "--encap", "ingress"), false, `encap "ingress": use peer or egress`},
+		{"pmtudisc off with a fixed ttl", append(r1, "--pmtudisc", "off"), false, "pmtudisc off needs ttl inherit: a fixed TTL always does path MTU discovery, as with ip_gre"},
+		{"bad pmtudisc", append(r1, "--pmtudisc", "maybe"), false, `pmtudisc "maybe": use on or off`},
 		{"too many sites", []string{"lab", "up", "--sites", "9"}, false, "sites 9: use 2..8"},
 		{"more tunnels than the maps hold", []string{"--netns", "r1", "attach", "--config", tooMany}, false,
 			fmt.Sprintf("config has %d tunnels; grebpf holds at most %d per network namespace: split them over namespaces", maxTunnels+1, maxTunnels)},

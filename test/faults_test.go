@@ -96,20 +96,32 @@ func TestRuntimeFaults(t *testing.T) {
 	t.Run("WAN MTU lowered", func(t *testing.T) {
 		in(t, "r1", "ip", "link", "set", "wan1", "mtu", "1400")
 		defer in(t, "r1", "ip", "link", "set", "wan1", "mtu", "1500")
-		wantProblem(t, "tunnel gre1: MTU 1476 is more than wan1's MTU 1400 leaves (1376), so larger packets are dropped: run grebpf attach again to follow it")
+		wantProblem(t, "tunnel gre1: MTU 1476 is more than wan1's MTU 1400 leaves (1376), so larger packets without DF are dropped (senders of DF ones are told the MTU): run grebpf attach again to follow it")
 		mustPing(t, "lan1", "172.16.200.1") // small packets still cross
-		before := stats(t, "r1").reason("outer-too-big")
-		if ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1448").code == 0 {
+		// Encap reads the WAN route's MTU per packet: a DF sender is told
+		// the tunnel MTU at once, as ip_gre tells it.
+		before := stats(t, "r1")
+		if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1448"); r.code == 0 || !strings.Contains(r.out+r.stderr, "mtu = 1376") {
+			t.Fatalf("a 1476-byte DF ping over a 1400-byte WAN: exit %d %s%s", r.code, r.out, r.stderr)
+		}
+		// Without DF, ip_gre would fragment the outer packet; BPF cannot.
+		if ping(t, "lan1", "172.16.200.1", "-M", "dont", "-s", "1448").code == 0 {
 			t.Fatal("a 1476-byte packet crossed a 1400-byte WAN")
 		}
-		if after := stats(t, "r1").reason("outer-too-big"); after != before+1 {
-			t.Fatalf("outer-too-big went from %d to %d, want one more", before, after)
+		after := stats(t, "r1")
+		if f, o := after.reason("frag-needed")-before.reason("frag-needed"), after.reason("outer-too-big")-before.reason("outer-too-big"); f != 1 || o != 1 {
+			t.Fatalf("frag-needed +%d, outer-too-big +%d, want one each", f, o)
 		}
 		grebpf(t, attachArgs("r1")...)
 		noProblems(t)
-		// Now the sender learns the tunnel's MTU, as from ip_gre.
+		// Now the interface's MTU is the WAN's less the overhead: the stack
+		// tells DF senders and fragments the rest before encap.
+		in(t, "lan1", "ip", "route", "flush", "cache")
 		if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1448"); r.code == 0 || !strings.Contains(r.out+r.stderr, "mtu = 1376") {
 			t.Fatalf("after re-attach, a 1476-byte DF ping: exit %d %s%s", r.code, r.out, r.stderr)
+		}
+		if r := ping(t, "lan1", "172.16.200.1", "-M", "dont", "-s", "1448"); r.code != 0 {
+			t.Fatalf("after re-attach, a 1476-byte ping without DF: %s%s", r.out, r.stderr)
 		}
 		if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1348"); r.code != 0 {
 			t.Fatalf("a 1376-byte DF ping after re-attach: %s%s", r.out, r.stderr)

@@ -73,8 +73,11 @@ func innerPackets(t *testing.T) map[string][]byte {
 		}
 		return bytes.Clone(buf.Bytes())
 	}
-	udp := func(tos uint8) []byte {
+	udp := func(tos uint8, df bool) []byte {
 		i := ip(layers.IPProtocolUDP, tos)
+		if !df {
+			i.Flags = 0
+		}
 		u := &layers.UDP{SrcPort: 40000, DstPort: 9}
 		u.SetNetworkLayerForChecksum(i)
 		return ser(i, u, gopacket.Payload("grebpf parity udp"))
@@ -86,8 +89,9 @@ func innerPackets(t *testing.T) map[string][]byte {
 	return map[string][]byte{
 		"icmp": ser(icmpIP, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 0x4242, Seq: 1},
 			gopacket.Payload("grebpf parity icmp")),
-		"udp":          udp(0),
-		"udp dscp+ect": udp(0xb9), // EF and ECT(1): tos inherit and ECN copy
+		"udp":          udp(0, true),
+		"udp dscp+ect": udp(0xb9, true), // EF and ECT(1): tos inherit and ECN copy
+		"udp no df":    udp(0, false),   // outer DF set, or copied with pmtudisc off
 		"tcp syn":      ser(tcpIP, tcp),
 	}
 }
@@ -167,16 +171,20 @@ func maskIDAndChecksum(frame []byte) []byte {
 
 // The outer packets on the WAN for the same inner packets are the same in
 // both modes, byte for byte but for the outer IP ID and checksum, for plain
-// and keyed tunnels. One lab, so the MAC addresses are the same too.
+// and keyed tunnels and with pmtudisc off. One lab, so the MAC addresses are
+// the same too.
 func TestParityWire(t *testing.T) {
 	needIPGRE(t)
 	inner := innerPackets(t)
-	for _, keyed := range []bool{false, true} {
-		name := "plain"
-		var extra []string
-		if keyed {
-			name, extra = "keyed", []string{"--key", "4242"}
-		}
+	for _, v := range []struct {
+		name  string
+		extra []string
+	}{
+		{"plain", nil},
+		{"keyed", []string{"--key", "4242"}},
+		{"pmtudisc off", []string{"--pmtudisc", "off", "--ttl", "inherit"}},
+	} {
+		name, extra, keyed := v.name, v.extra, v.name == "keyed"
 		t.Run(name, func(t *testing.T) {
 			labUp(t)
 			frames := map[string]map[string][]byte{}

@@ -1,5 +1,6 @@
 /* Outer header construction, identical for every program that encapsulates,
- * and byte for byte what ip_gre sends (pmtudisc on, so DF always set). */
+ * and byte for byte what ip_gre sends: DF always set, or with nopmtudisc
+ * copied from the inner packet. */
 #pragma once
 
 #include <linux/if_ether.h>
@@ -34,9 +35,10 @@ static __always_inline __u8 outer_tos(const struct tunnel *t, __u8 inner)
 }
 
 /* Writes outer IPv4 and GRE at ip; the caller has bounds-checked
- * encap_len(t) bytes there. tot_len covers outer and inner. */
+ * encap_len(t) bytes there. tot_len covers outer and inner; inner_df is
+ * the inner header's frag_off & DF. */
 static __always_inline void encap_write(struct iphdr *ip, const struct tunnel *t,
-					__u8 inner_tos, __u8 inner_ttl, __u16 tot_len)
+					__u8 inner_tos, __u8 inner_ttl, __be16 inner_df, __u16 tot_len)
 {
 	__be16 *gre = (void *)(ip + 1);
 
@@ -45,7 +47,7 @@ static __always_inline void encap_write(struct iphdr *ip, const struct tunnel *t
 	ip->tos = outer_tos(t, inner_tos);
 	ip->tot_len = bpf_htons(tot_len);
 	ip->id = (__be16)bpf_get_prandom_u32();
-	ip->frag_off = bpf_htons(IP_DF);
+	ip->frag_off = (t->flags & TUNNEL_F_NOPMTUDISC) ? inner_df : bpf_htons(IP_DF);
 	ip->ttl = t->ttl ? t->ttl : inner_ttl;
 	ip->protocol = IPPROTO_GRE;
 	ip->check = 0;

@@ -21,6 +21,9 @@
 enum tunnel_flag {
 	TUNNEL_F_KEY = 1 << 0,         /* send and require the GRE key */
 	TUNNEL_F_TOS_INHERIT = 1 << 1, /* outer DSCP from the inner header */
+	/* Outer DF copies the inner packet's instead of always being set
+	 * (ip_gre's nopmtudisc). */
+	TUNNEL_F_NOPMTUDISC = 1 << 2,
 };
 
 /* Inner source check on decap (rp_filter semantics, against the FIB).

@@ -42,6 +42,7 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	fs.StringVar(&t.Key, "key", "", "GRE key (RFC 2890); none if empty")
 	fs.StringVar(&t.TTL, "ttl", "", "outer TTL: 1..255 or inherit (default 64)")
 	fs.StringVar(&t.TOS, "tos", "", "outer TOS: inherit or 0..255 (default inherit; ECN always follows the inner header)")
+	fs.StringVar(&t.PMTUDisc, "pmtudisc", "", "outer DF: on (always set, the default) or off (copied from the inner packet; needs --ttl inherit)")
 	fs.StringVar(&t.RPFilter, "rp-filter", "", "inner source check on decapsulated packets: strict, loose or off (default strict)")
 	fs.StringVar(&t.Overlay, "overlay", "", "this side's tunnel address")
 	fs.StringVar(&t.Peer, "peer", "", "the other side's tunnel address")

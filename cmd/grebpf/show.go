@@ -23,6 +23,8 @@ type showTunnel struct {
 	MTU     uint16  `json:"mtu"`
 	// RPFilter is the inner source check on what the tunnel receives.
 	RPFilter string `json:"rp_filter"`
+	// PMTUDisc is on (outer DF always set) or off (copied from the inner).
+	PMTUDisc string `json:"pmtudisc"`
 	pathMTU
 }
 
@@ -111,7 +113,7 @@ func runShow(g *globals, args []string) error {
 			tos = "inherit"
 		}
 		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), t.Key,
-			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String(), pathMTUOf(t)})
+			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], pathMTUOf(t)})
 	}
 	for _, r := range st.Routes {
 		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), r.Tunnel})

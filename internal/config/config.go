@@ -88,6 +88,9 @@ type Tunnel struct {
 	// RPFilter checks decapsulated packets' sources: strict (the default),
 	// loose or off.
 	RPFilter string `yaml:"rp_filter,omitempty"`
+	// PMTUDisc is on (the default: outer DF always set) or off (outer DF
+	// copied from the inner packet), as ip_gre's pmtudisc/nopmtudisc.
+	PMTUDisc string `yaml:"pmtudisc,omitempty"`
 }
 
 // File is a YAML config: one router's settings at the top level, or
@@ -289,6 +292,16 @@ func (t Tunnel) plan(pos int, wanMTU int) (tunnel.Tunnel, []tunnel.Route, error)
 		}
 		mt.TOSInherit = false
 		mt.TOS = uint8(v)
+	}
+	switch t.PMTUDisc {
+	case "", "on":
+	case "off":
+		if mt.TTL != 0 {
+			return mt, nil, fmt.Errorf("tunnel %s: pmtudisc off needs ttl inherit: a fixed TTL always does path MTU discovery, as with ip_gre", mt.Name)
+		}
+		mt.NoPMTUDisc = true
+	default:
+		return mt, nil, fmt.Errorf("tunnel %s: pmtudisc %q: use on or off", mt.Name, t.PMTUDisc)
 	}
 	if t.RPFilter != "" {
 		if mt.RPFilter, err = tunnel.ParseRPFilter(t.RPFilter); err != nil {

@@ -68,6 +68,7 @@ func TestValidateErrors(t *testing.T) {
 		{"host bits", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.1/24"} }, "did you mean 172.16.200.0/24"},
 		{"overlapping routes", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.0.0/16", "172.16.200.0/24"} }, "172.16.0.0/16 overlaps route 172.16.200.0/24"},
 		{"bad rp-filter", func(r *Router) { r.Tunnels[0].RPFilter = "on" }, `rp-filter "on": use strict, loose or off`},
+		{"pmtudisc off with a fixed ttl", func(r *Router) { r.Tunnels[0].PMTUDisc = "off" }, "pmtudisc off needs ttl inherit"},
 		{"bad key", func(r *Router) { r.Tunnels[0].Key = "-1" }, "key \"-1\""},
 		{"bad ttl", func(r *Router) { r.Tunnels[0].TTL = "0" }, "use 1..255 or inherit"},
 		{"bad tos", func(r *Router) { r.Tunnels[0].TOS = "300" }, "use inherit or 0..255"},

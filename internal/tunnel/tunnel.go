@@ -53,6 +53,9 @@ type Tunnel struct {
 	// ECN always follows the inner header, as ip_gre does.
 	TOSInherit bool
 	TOS        uint8
+	// NoPMTUDisc copies the inner DF bit to the outer header instead of
+	// always setting it (ip_gre's nopmtudisc; it needs TTL inherit).
+	NoPMTUDisc bool
 	RPFilter   RPFilter
 	// MTU of the tunnel interface: WAN MTU minus the GRE overhead.
 	MTU           uint16

@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/grebpf/grebpf/bpf"
+	"github.com/grebpf/grebpf/internal/testutil"
 	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
@@ -410,4 +411,75 @@ func objsTunnelIfindex(tb testing.TB, objs *bpf.GrebpfObjects) uint32 {
 		tb.Fatalf("tunnels in the maps: %v %v", ts, err)
 	}
 	return ts[0].Link.Ifindex
+}
+
+// TestDecapByKey: tunnels between the same endpoints are told apart by
+// the key a packet carries (each tunnel's input key); a key none of them
+// takes is a key mismatch, and the path's other packets still decap.
+func TestDecapByKey(t *testing.T) {
+	testutil.NeedRoot(t)
+	var objs bpf.GrebpfObjects
+	must(t, bpf.LoadGrebpfObjects(&objs, nil))
+	t.Cleanup(func() { objs.Close() })
+	m := &objs.GrebpfMaps
+	byKey := map[string]uint32{}
+	var all []tunnel.Tunnel
+	for i, k := range []*uint32{nil, u32(1), u32(2)} {
+		idx := uint32(1000 + 10*i)
+		tun := testTunnel(k, tunnel.Link{Ifindex: idx, PeerIfindex: idx + 1, MAC: [6]byte(macTun), PeerMAC: [6]byte(macTunPeer)}, tunnel.RPOff)
+		tun.Name = fmt.Sprint("gre", i)
+		tun.OKey = u32(9) // what a tunnel sends plays no part in what it takes
+		putTunnel(t, m, tun)
+		all = append(all, tun)
+		byKey[fmt.Sprintf("%v %s", k != nil, keyName(k))] = idx
+	}
+	must(t, maps.SetPaths(m, all))
+	inner := innerPacket(t, lan2Host, lan1Host, 0, 63)
+	for _, c := range []struct {
+		name string
+		gre  *layers.GRE
+		want uint32 // 0: key mismatch
+	}{
+		{"no key", plainGRE(), byKey["false none"]},
+		{"key 1", keyedGRE(1), byKey["true 1"]},
+		{"key 2", keyedGRE(2), byKey["true 2"]},
+		{"key 3", keyedGRE(3), 0},
+		{"key 9 (sent, not taken)", keyedGRE(9), 0},
+	} {
+		for _, p := range decapProgs(&objs) {
+			in := greFrame(t, wanRemote, wanLocal, c.gre, inner)
+			before := map[uint32]tunnel.Counters{}
+			for _, idx := range byKey {
+				before[idx], _ = maps.TunnelCounters(m, idx)
+			}
+			r0, _ := maps.ReasonCounts(m)
+			verdict, out := run(t, p.prog, in, nil)
+			r1, _ := maps.ReasonCounts(m)
+			if c.want == 0 {
+				if verdict != p.drop || r1[bpf.GrebpfReasonREASON_KEY_MISMATCH] != r0[bpf.GrebpfReasonREASON_KEY_MISMATCH]+1 {
+					t.Errorf("%s, %s: verdict %d, want a drop counted key-mismatch", c.name, p.name, verdict)
+				}
+				continue
+			}
+			if verdict != p.delivered {
+				t.Errorf("%s, %s: verdict %d, want delivered", c.name, p.name, verdict)
+			}
+			if d := diff(out, p.output(t, c.want, inner)); d != "" {
+				t.Errorf("%s, %s: frame:%s", c.name, p.name, d)
+			}
+			for _, idx := range byKey {
+				after, _ := maps.TunnelCounters(m, idx)
+				if got, want := after.RxPackets-before[idx].RxPackets, map[bool]uint64{true: 1}[idx == c.want]; got != want {
+					t.Errorf("%s, %s: tunnel %d received %d packets, want %d", c.name, p.name, idx, got, want)
+				}
+			}
+		}
+	}
+}
+
+func keyName(k *uint32) string {
+	if k == nil {
+		return "none"
+	}
+	return fmt.Sprint(*k)
 }

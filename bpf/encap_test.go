@@ -241,3 +241,19 @@ func TestEncapNoPMTUDisc(t *testing.T) {
 		})
 	}
 }
+
+// TestEncapOKey: a tunnel sends its output key, whatever key it takes.
+func TestEncapOKey(t *testing.T) {
+	link := tunnelDevs(t, wanNS(t, true))
+	tun := testTunnel(u32(5), link, tunnel.RPStrict)
+	tun.OKey = u32(9)
+	objs := loadOn(t, tun)
+	inner := innerPacket(t, lan1Host, lan2Host, 0, 63)
+	verdict, out := run(t, objs.EncapTc, frame(t, macTun, macTun, inner), skbContext{Ifindex: link.PeerIfindex})
+	if verdict != tcRedirect {
+		t.Fatalf("verdict %d", verdict)
+	}
+	if d := diff(anyID(out), anyID(expectedEncap(t, inner, 0, 64, 0, u32(9)))); d != "" {
+		t.Errorf("encapsulated frame:%s", d)
+	}
+}

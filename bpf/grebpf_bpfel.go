@@ -32,8 +32,6 @@ type GrebpfEndpoint struct {
 	_         structs.HostLayout
 	Ifindex   uint32
 	RxIfindex uint32
-	Flags     uint32
-	Key       uint32
 	Mac       [6]uint8
 	PeerMac   [6]uint8
 	RpFilter  uint8
@@ -44,6 +42,8 @@ type GrebpfEndpointKey struct {
 	_      structs.HostLayout
 	Local  uint32
 	Remote uint32
+	Key    uint32
+	Keyed  uint32
 }
 
 type GrebpfPathMtu struct {
@@ -51,6 +51,12 @@ type GrebpfPathMtu struct {
 	Mtu     uint32
 	Pad     uint32
 	Expires uint64
+}
+
+type GrebpfPeerKey struct {
+	_      structs.HostLayout
+	Local  uint32
+	Remote uint32
 }
 
 type GrebpfReason uint32
@@ -130,8 +136,10 @@ const (
 	GrebpfMapEndpoints     = "endpoints"
 	GrebpfMapIfaceAddrs    = "iface_addrs"
 	GrebpfMapPathMtus      = "path_mtus"
+	GrebpfMapPeers         = "peers"
 	GrebpfMapReasonStats   = "reason_stats"
 	GrebpfMapScratch       = "scratch"
+	GrebpfMapSenders       = "senders"
 	GrebpfMapTunnelStats   = "tunnel_stats"
 	GrebpfMapTunnels       = "tunnels"
 	GrebpfProgDecapTc      = "decap_tc"
@@ -203,8 +211,10 @@ type GrebpfMapSpecs struct {
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	IfaceAddrs  *ebpf.MapSpec `ebpf:"iface_addrs"`
 	PathMtus    *ebpf.MapSpec `ebpf:"path_mtus"`
+	Peers       *ebpf.MapSpec `ebpf:"peers"`
 	ReasonStats *ebpf.MapSpec `ebpf:"reason_stats"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	Senders     *ebpf.MapSpec `ebpf:"senders"`
 	TunnelStats *ebpf.MapSpec `ebpf:"tunnel_stats"`
 	Tunnels     *ebpf.MapSpec `ebpf:"tunnels"`
 }
@@ -242,8 +252,10 @@ type GrebpfMaps struct {
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	IfaceAddrs  *ebpf.Map `ebpf:"iface_addrs"`
 	PathMtus    *ebpf.Map `ebpf:"path_mtus"`
+	Peers       *ebpf.Map `ebpf:"peers"`
 	ReasonStats *ebpf.Map `ebpf:"reason_stats"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
+	Senders     *ebpf.Map `ebpf:"senders"`
 	TunnelStats *ebpf.Map `ebpf:"tunnel_stats"`
 	Tunnels     *ebpf.Map `ebpf:"tunnels"`
 }
@@ -254,8 +266,10 @@ func (m *GrebpfMaps) Close() error {
 		m.Endpoints,
 		m.IfaceAddrs,
 		m.PathMtus,
+		m.Peers,
 		m.ReasonStats,
 		m.Scratch,
+		m.Senders,
 		m.TunnelStats,
 		m.Tunnels,
 	)

@@ -53,9 +53,9 @@ var (
 	fakeLink   = tunnel.Link{Ifindex: 1000, PeerIfindex: 1001, MAC: [6]byte(macTun), PeerMAC: [6]byte(macTunPeer)}
 )
 
-// testTunnel is r1's tunnel to r2 (keyed when key is set) on link.
+// testTunnel is r1's tunnel to r2 (keyed both ways when key is set) on link.
 func testTunnel(key *uint32, link tunnel.Link, rp tunnel.RPFilter) tunnel.Tunnel {
-	return tunnel.Tunnel{Name: "gre1", Local: wanLocal, Remote: wanRemote, Key: key, TTL: 64, TOSInherit: true,
+	return tunnel.Tunnel{Name: "gre1", Local: wanLocal, Remote: wanRemote, IKey: key, OKey: key, TTL: 64, TOSInherit: true,
 		RPFilter: rp, MTU: 1476, OverlayLocal: overlayR1, OverlayRemote: overlayR2, Link: link}
 }
 

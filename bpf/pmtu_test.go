@@ -36,7 +36,7 @@ func monotonic(tb testing.TB) time.Duration {
 // setPathMTU writes what an earlier ICMP would have taught, holding for left.
 func setPathMTU(tb testing.TB, m *maps.Maps, t tunnel.Tunnel, mtu uint32, left time.Duration) {
 	tb.Helper()
-	k := bpf.GrebpfEndpointKey{Local: binary.NativeEndian.Uint32(t.Local.AsSlice()), Remote: binary.NativeEndian.Uint32(t.Remote.AsSlice())}
+	k := bpf.GrebpfPeerKey{Local: binary.NativeEndian.Uint32(t.Local.AsSlice()), Remote: binary.NativeEndian.Uint32(t.Remote.AsSlice())}
 	must(tb, m.PathMtus.Put(k, bpf.GrebpfPathMtu{Mtu: mtu, Expires: uint64(monotonic(tb) + left)}))
 }
 
@@ -86,7 +86,8 @@ func TestPathMTULearned(t *testing.T) {
 	cases := []struct {
 		name  string
 		key   *uint32
-		had   uint32 // a path MTU already learned
+		okey  *uint32 // the key sent, when not key
+		had   uint32  // a path MTU already learned
 		frame func(tb testing.TB) []byte
 		want  uint32 // the path MTU after; 0: the message is not ours
 	}{
@@ -102,6 +103,12 @@ func TestPathMTULearned(t *testing.T) {
 		{name: "keyed with checksum", key: u32(testKey), want: 1400, frame: func(tb testing.TB) []byte {
 			g := &layers.GRE{Protocol: layers.EthernetTypeIPv4, ChecksumPresent: true, KeyPresent: true, Key: testKey}
 			return fromWANRouter(tb, 1400, outerOf(tb, g, inner), 548)
+		}},
+		{name: "output key", key: u32(testKey), okey: u32(77), want: 1400, frame: func(tb testing.TB) []byte {
+			return fromWANRouter(tb, 1400, outerOf(tb, keyedGRE(77), inner), 548)
+		}},
+		{name: "input key quoted", key: u32(testKey), okey: u32(77), frame: func(tb testing.TB) []byte {
+			return fromWANRouter(tb, 1400, outerOf(tb, keyedGRE(testKey), inner), 548)
 		}},
 		{name: "wrong key", key: u32(testKey), frame: func(tb testing.TB) []byte {
 			return fromWANRouter(tb, 1400, outerOf(tb, keyedGRE(testKey+1), inner), 548)
@@ -146,10 +153,13 @@ func TestPathMTULearned(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			objs := load(t, c.key)
 			tun := testTunnel(c.key, fakeLink, tunnel.RPOff)
+			if c.okey != nil {
+				tun.OKey = c.okey
+			}
+			objs := loadOn(t, tun)
 			for _, p := range append(decapProgs(objs), decapProg{"fastpath", objs.FastpathWan, xdpPass, xdpDrop, xdpPass, true}) {
-				k := bpf.GrebpfEndpointKey{Local: binary.NativeEndian.Uint32(wanLocal.AsSlice()), Remote: binary.NativeEndian.Uint32(wanRemote.AsSlice())}
+				k := bpf.GrebpfPeerKey{Local: binary.NativeEndian.Uint32(wanLocal.AsSlice()), Remote: binary.NativeEndian.Uint32(wanRemote.AsSlice())}
 				objs.GrebpfMaps.PathMtus.Delete(k)
 				if c.had != 0 {
 					setPathMTU(t, &objs.GrebpfMaps, tun, c.had, pmtuExpires)

@@ -355,6 +355,9 @@ func apply(x *txn, p prepared, commit func() error) (rep Report, committed bool,
 	}
 	c, err = removeGone(x, p.dir, m, p.wan, p.plan, tunnels, p.prevTunnels)
 	rep.Changed = rep.Changed || c
+	if err == nil {
+		err = maps.SetPaths(m, tunnels)
+	}
 	if err != nil {
 		return rep, true, err
 	}
@@ -436,7 +439,7 @@ func makeTunnels(x *txn, dir string, objs *bpf.GrebpfObjects, wan netlink.Link, 
 			}
 			had = false
 		}
-		if had && (p.Local != t.Local || p.Remote != t.Remote) {
+		if had && (p.Local != t.Local || p.Remote != t.Remote || !tunnel.SameKey(p.IKey, t.IKey)) {
 			if err := maps.DeleteEndpoint(m, p); err != nil {
 				return nil, changed, err
 			}

@@ -101,9 +101,11 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 		if t.NoPMTUDisc {
 			g.PMtuDisc = 0
 		}
-		if t.Key != nil {
-			g.IKey, g.OKey = *t.Key, *t.Key
-			g.IFlags, g.OFlags = nl.GRE_KEY, nl.GRE_KEY
+		if t.IKey != nil {
+			g.IKey, g.IFlags = *t.IKey, nl.GRE_KEY
+		}
+		if t.OKey != nil {
+			g.OKey, g.OFlags = *t.OKey, nl.GRE_KEY
 		}
 		if old, err := netlink.LinkByName(t.Name); err == nil {
 			if old.Attrs().Alias != kernelAlias {
@@ -184,7 +186,11 @@ func KernelState(ns string) (State, error) {
 		t.TOS = g.Tos &^ 1
 		if g.OFlags&nl.GRE_KEY != 0 {
 			k := g.OKey
-			t.Key = &k
+			t.OKey = &k
+		}
+		if g.IFlags&nl.GRE_KEY != 0 {
+			k := g.IKey
+			t.IKey = &k
 		}
 		if dev, err := netlink.LinkByIndex(int(g.Link)); err == nil {
 			s.Device = dev.Attrs().Name

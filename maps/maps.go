@@ -62,9 +62,9 @@ func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 		OverlayRemote: be32(t.OverlayRemote),
 		WanNexthop:    be32(t.WANNexthop),
 	}
-	if t.Key != nil {
+	if t.OKey != nil {
 		v.Flags |= FlagKey
-		v.Key = keyBE(*t.Key)
+		v.Key = keyBE(*t.OKey)
 	}
 	if t.TOSInherit {
 		v.Flags |= FlagTOSInherit
@@ -104,12 +104,26 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 	}
 	if v.Flags&FlagKey != 0 {
 		k := keyHost(v.Key)
-		t.Key = &k
+		t.OKey = &k
 	}
 	return t
 }
 
-// Flags of struct tunnel and struct endpoint (enum tunnel_flag in grebpf.h).
+// endpointKey is how decap (keys t's input key) or an ICMP's quote (keys
+// the output key) finds t.
+func endpointKey(t tunnel.Tunnel, key *uint32) bpf.GrebpfEndpointKey {
+	ek := bpf.GrebpfEndpointKey{Local: be32(t.Local), Remote: be32(t.Remote)}
+	if key != nil {
+		ek.Key, ek.Keyed = keyBE(*key), 1
+	}
+	return ek
+}
+
+func peerKey(t tunnel.Tunnel) bpf.GrebpfPeerKey {
+	return bpf.GrebpfPeerKey{Local: be32(t.Local), Remote: be32(t.Remote)}
+}
+
+// Flags of struct tunnel (enum tunnel_flag in grebpf.h).
 const (
 	FlagKey        = 1 << 0
 	FlagTOSInherit = 1 << 1
@@ -117,16 +131,16 @@ const (
 )
 
 // PutTunnel writes a tunnel under both of its devices, the decap endpoint
-// that accepts its packets, and its counters if it has none yet (a tunnel
-// rewritten in place keeps them).
+// that accepts its packets, its path, what it sends, and its counters if
+// it has none yet (a tunnel rewritten in place keeps them). SetPaths
+// later forgets paths and senders no tunnel has any more.
 func PutTunnel(m *Maps, t tunnel.Tunnel) error {
 	if t.Link.Ifindex == 0 || t.Link.PeerIfindex == 0 {
 		return fmt.Errorf("tunnel %s has no interface yet", t.Name)
 	}
 	v := value(t)
-	ek := bpf.GrebpfEndpointKey{Local: v.Local, Remote: v.Remote}
-	ep := bpf.GrebpfEndpoint{Ifindex: v.Ifindex, RxIfindex: v.RxIfindex, Flags: v.Flags & FlagKey,
-		Key: v.Key, Mac: t.Link.MAC, PeerMac: t.Link.PeerMAC, RpFilter: v.RpFilter}
+	ep := bpf.GrebpfEndpoint{Ifindex: v.Ifindex, RxIfindex: v.RxIfindex,
+		Mac: t.Link.MAC, PeerMac: t.Link.PeerMAC, RpFilter: v.RpFilter}
 	zero := make([]bpf.GrebpfTunnelCounters, ebpf.MustPossibleCPU())
 	err := m.TunnelStats.Update(t.Link.Ifindex, zero, ebpf.UpdateNoExist)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
@@ -138,8 +152,73 @@ func PutTunnel(m *Maps, t tunnel.Tunnel) error {
 			return fmt.Errorf("write tunnel %s: %w", t.Name, err)
 		}
 	}
-	if err := m.Endpoints.Put(ek, ep); err != nil {
+	if err := m.Senders.Put(endpointKey(t, t.OKey), t.Link.Ifindex); err != nil {
+		return fmt.Errorf("write what tunnel %s sends: %w", t.Name, err)
+	}
+	// The path before the endpoint: decap finds the peer, then the key.
+	var n uint32
+	if err := m.Peers.Lookup(peerKey(t), &n); err != nil {
+		if err := m.Peers.Put(peerKey(t), uint32(1)); err != nil {
+			return fmt.Errorf("write the path of tunnel %s: %w", t.Name, err)
+		}
+	}
+	if err := m.Endpoints.Put(endpointKey(t, t.IKey), ep); err != nil {
 		return fmt.Errorf("write endpoint of tunnel %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+// SetPaths makes the peers and senders maps hold exactly what tunnels
+// need, counting the tunnels on each path.
+func SetPaths(m *Maps, tunnels []tunnel.Tunnel) error {
+	paths := map[bpf.GrebpfPeerKey]uint32{}
+	sends := map[bpf.GrebpfEndpointKey]uint32{}
+	for _, t := range tunnels {
+		paths[peerKey(t)]++
+		sends[endpointKey(t, t.OKey)] = t.Link.Ifindex
+	}
+	var pk bpf.GrebpfPeerKey
+	var ek bpf.GrebpfEndpointKey
+	var n uint32
+	var stalePaths []bpf.GrebpfPeerKey
+	var staleSends []bpf.GrebpfEndpointKey
+	it := m.Peers.Iterate()
+	for it.Next(&pk, &n) {
+		if _, ok := paths[pk]; !ok {
+			stalePaths = append(stalePaths, pk)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read paths: %w", err)
+	}
+	it = m.Senders.Iterate()
+	for it.Next(&ek, &n) {
+		if _, ok := sends[ek]; !ok {
+			staleSends = append(staleSends, ek)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read senders: %w", err)
+	}
+	for k, n := range paths {
+		if err := m.Peers.Put(k, n); err != nil {
+			return fmt.Errorf("write path: %w", err)
+		}
+	}
+	for k, idx := range sends {
+		if err := m.Senders.Put(k, idx); err != nil {
+			return fmt.Errorf("write sender: %w", err)
+		}
+	}
+	for _, k := range stalePaths {
+		if err := m.Peers.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete path: %w", err)
+		}
+	}
+	for _, k := range staleSends {
+		if err := m.Senders.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete sender: %w", err)
+		}
 	}
 	return nil
 }
@@ -147,7 +226,7 @@ func PutTunnel(m *Maps, t tunnel.Tunnel) error {
 // DeleteEndpoint stops decap accepting t's packets, if the endpoint is
 // still t's.
 func DeleteEndpoint(m *Maps, t tunnel.Tunnel) error {
-	ek := bpf.GrebpfEndpointKey{Local: be32(t.Local), Remote: be32(t.Remote)}
+	ek := endpointKey(t, t.IKey)
 	var ep bpf.GrebpfEndpoint
 	if err := m.Endpoints.Lookup(ek, &ep); err == nil && ep.Ifindex == t.Link.Ifindex {
 		if err := m.Endpoints.Delete(ek); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -174,17 +253,37 @@ func DeleteTunnel(m *Maps, t tunnel.Tunnel) error {
 	return nil
 }
 
-// Tunnels lists the configured tunnels, each once (under its interface).
+// Tunnels lists the configured tunnels, each once (under its interface),
+// with their input keys if m has the endpoints map.
 func Tunnels(m *Maps) ([]tunnel.Tunnel, error) {
 	var (
 		out []tunnel.Tunnel
 		dev uint32
 		v   bpf.GrebpfTunnel
 	)
+	// The input key is only in the endpoints map's keys. Detach reads
+	// tunnels with whatever maps it could open, and needs no keys.
+	ikeys := map[uint32]*uint32{}
+	if m.Endpoints != nil {
+		var ek bpf.GrebpfEndpointKey
+		var ep bpf.GrebpfEndpoint
+		eps := m.Endpoints.Iterate()
+		for eps.Next(&ek, &ep) {
+			if ek.Keyed != 0 {
+				k := keyHost(ek.Key)
+				ikeys[ep.Ifindex] = &k
+			}
+		}
+		if err := eps.Err(); err != nil {
+			return nil, fmt.Errorf("read endpoints: %w", err)
+		}
+	}
 	it := m.Tunnels.Iterate()
 	for it.Next(&dev, &v) {
 		if dev == v.Ifindex {
-			out = append(out, tunnelFrom(v))
+			t := tunnelFrom(v)
+			t.IKey = ikeys[dev]
+			out = append(out, t)
 		}
 	}
 	slices.SortFunc(out, func(a, b tunnel.Tunnel) int { return strings.Compare(a.Name, b.Name) })
@@ -285,8 +384,7 @@ func SetICMPSources(m *Maps, srcs map[uint32]netip.Addr) error {
 // holds now. now is CLOCK_MONOTONIC, the programs' clock.
 func PathMTU(m *Maps, t tunnel.Tunnel, now time.Duration) (mtu uint32, left time.Duration, ok bool) {
 	var v bpf.GrebpfPathMtu
-	k := bpf.GrebpfEndpointKey{Local: be32(t.Local), Remote: be32(t.Remote)}
-	if err := m.PathMtus.Lookup(k, &v); err != nil || time.Duration(v.Expires) <= now {
+	if err := m.PathMtus.Lookup(peerKey(t), &v); err != nil || time.Duration(v.Expires) <= now {
 		return 0, 0, false
 	}
 	return v.Mtu, time.Duration(v.Expires) - now, true

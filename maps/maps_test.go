@@ -45,9 +45,9 @@ func TestTunnelRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer objs.Close()
-	key := uint32(0xdeadbeef)
+	ikey, okey := uint32(0xdeadbeef), uint32(7)
 	in := tunnel.Tunnel{Name: "branch-office", Local: netip.MustParseAddr("10.0.0.1"),
-		Remote: netip.MustParseAddr("10.0.0.2"), Key: &key, TTL: 0, TOS: 0x20, RPFilter: tunnel.RPLoose,
+		Remote: netip.MustParseAddr("10.0.0.2"), IKey: &ikey, OKey: &okey, TTL: 0, TOS: 0x20, RPFilter: tunnel.RPLoose,
 		OverlayLocal: netip.MustParseAddr("192.168.9.1"), OverlayRemote: netip.MustParseAddr("192.168.9.2"),
 		WANNexthop: netip.MustParseAddr("10.0.0.254"),
 		Link:       tunnel.Link{Ifindex: 30, PeerIfindex: 31, WANIfindex: 2, MAC: [6]byte{2, 0, 0, 0, 0, 30}, PeerMAC: [6]byte{2, 0, 0, 0, 0, 31}}}
@@ -59,13 +59,13 @@ func TestTunnelRoundTrip(t *testing.T) {
 		t.Fatalf("tunnels %v, %v", ts, err)
 	}
 	got := ts[0]
-	if got.Key == nil || *got.Key != key {
-		t.Fatalf("key %v, want %#x", got.Key, key)
+	if got.IKey == nil || *got.IKey != ikey || got.OKey == nil || *got.OKey != okey {
+		t.Fatalf("ikey %v okey %v, want %#x and %d", got.IKey, got.OKey, ikey, okey)
 	}
 	// The MACs live in the endpoint only: decap is their one reader.
 	want := in
 	want.Link.MAC, want.Link.PeerMAC = [6]byte{}, [6]byte{}
-	got.Key, want.Key = nil, nil
+	got.IKey, want.IKey, got.OKey, want.OKey = nil, nil, nil, nil
 	if got != want {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
@@ -76,12 +76,21 @@ func TestTunnelRoundTrip(t *testing.T) {
 			t.Errorf("tunnel under ifindex %d: %+v, %v", dev, v, err)
 		}
 	}
-	// The endpoint carries the key in network order, as decap compares it.
+	// Decap finds the endpoint by the input key in network order, as
+	// packets carry it; an ICMP's quote finds the tunnel by the output key.
 	var ep bpf.GrebpfEndpoint
-	if err := objs.Endpoints.Lookup(bpf.GrebpfEndpointKey{Local: 0x0100000a, Remote: 0x0200000a}, &ep); err != nil {
+	if err := objs.Endpoints.Lookup(bpf.GrebpfEndpointKey{Local: 0x0100000a, Remote: 0x0200000a, Key: 0xefbeadde, Keyed: 1}, &ep); err != nil {
 		t.Fatal(err)
 	}
-	if ep.Ifindex != 30 || ep.RxIfindex != 31 || ep.Flags != maps.FlagKey || ep.Key != 0xefbeadde ||
+	var sender uint32
+	if err := objs.Senders.Lookup(bpf.GrebpfEndpointKey{Local: 0x0100000a, Remote: 0x0200000a, Key: 0x07000000, Keyed: 1}, &sender); err != nil || sender != 30 {
+		t.Errorf("sender %d, %v", sender, err)
+	}
+	var paths uint32
+	if err := objs.Peers.Lookup(bpf.GrebpfPeerKey{Local: 0x0100000a, Remote: 0x0200000a}, &paths); err != nil || paths != 1 {
+		t.Errorf("path holds %d tunnels, %v", paths, err)
+	}
+	if ep.Ifindex != 30 || ep.RxIfindex != 31 ||
 		ep.Mac != in.Link.MAC || ep.PeerMac != in.Link.PeerMAC || ep.RpFilter != uint8(tunnel.RPLoose) {
 		t.Errorf("endpoint %+v", ep)
 	}

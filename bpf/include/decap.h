@@ -143,7 +143,8 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 {
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
-	struct endpoint_key ek;
+	struct endpoint_key ek = {};
+	struct peer_key pk;
 	struct endpoint *ep;
 	struct iphdr *inner;
 	__u32 ihl, tot, glen = GRE_HLEN;
@@ -171,10 +172,9 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 		return r;
 	ihl = ip->ihl * 4;
 
-	ek.local = ip->daddr;
-	ek.remote = ip->saddr;
-	ep = bpf_map_lookup_elem(&endpoints, &ek);
-	if (!ep)
+	pk.local = ip->daddr;
+	pk.remote = ip->saddr;
+	if (!bpf_map_lookup_elem(&peers, &pk))
 		return REASON_UNKNOWN_PEER;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return REASON_OUTER_FRAGMENT;
@@ -203,12 +203,15 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 		/* Within the outer packet, not merely within the frame. */
 		if (tot < ihl + GRE_KEY_HLEN || (void *)(key + 1) > data_end)
 			return REASON_TRUNCATED;
-		if (!(ep->flags & TUNNEL_F_KEY) || *key != ep->key)
-			return REASON_KEY_MISMATCH;
+		ek.key = *key;
+		ek.keyed = 1;
 		glen = GRE_KEY_HLEN;
-	} else if (ep->flags & TUNNEL_F_KEY) {
-		return REASON_KEY_MISMATCH;
 	}
+	ek.local = pk.local;
+	ek.remote = pk.remote;
+	ep = bpf_map_lookup_elem(&endpoints, &ek);
+	if (!ep)
+		return REASON_KEY_MISMATCH; /* a peer's, but no tunnel of it takes this key */
 	/* A sequence number follows the key: ignored, as ip_gre ignores it
 	 * on a tunnel without iseq. */
 	if (flags & GRE_SEQ)

@@ -19,7 +19,7 @@
 #define GRE_KEY_HLEN 8
 
 enum tunnel_flag {
-	TUNNEL_F_KEY = 1 << 0,         /* send and require the GRE key */
+	TUNNEL_F_KEY = 1 << 0,         /* send the GRE key (ip_gre's okey) */
 	TUNNEL_F_TOS_INHERIT = 1 << 1, /* outer DSCP from the inner header */
 	/* Outer DF copies the inner packet's instead of always being set
 	 * (ip_gre's nopmtudisc). */
@@ -46,7 +46,7 @@ enum rp_filter {
 struct tunnel {
 	__be32 local;  /* outer source */
 	__be32 remote; /* outer destination */
-	__be32 key;    /* GRE key, network order, used when TUNNEL_F_KEY */
+	__be32 key;    /* GRE key sent, network order, when TUNNEL_F_KEY */
 	__u32 flags;
 	__u8 ttl; /* 0 inherits the inner TTL, as ip_gre does */
 	__u8 tos; /* fixed outer DSCP when not TUNNEL_F_TOS_INHERIT */
@@ -61,9 +61,21 @@ struct tunnel {
 	char name[TUNNEL_NAME_LEN];
 };
 
-/* endpoints map: what decap accepts, keyed by the outer addresses as they
- * appear in a received packet (our address first). */
+/* endpoints map key: what decap accepts, the outer addresses as they
+ * appear in a received packet (our address first) and the GRE key it
+ * carries (ip_gre's ikey; keyed 0: none). Several tunnels between the
+ * same endpoints are told apart by key. The senders map has the same
+ * key with the key a tunnel sends (okey). */
 struct endpoint_key {
+	__be32 local;
+	__be32 remote;
+	__be32 key;
+	__u32 keyed;
+};
+
+/* peers map key: an outer path with one tunnel or more (the value counts
+ * them), our address first; also the key of path_mtus. */
+struct peer_key {
 	__be32 local;
 	__be32 remote;
 };
@@ -72,8 +84,6 @@ struct endpoint_key {
 struct endpoint {
 	__u32 ifindex;    /* the tunnel interface */
 	__u32 rx_ifindex; /* its veth peer: decap transmits there */
-	__u32 flags;      /* TUNNEL_F_KEY: packets must carry key */
-	__be32 key;
 	__u8 mac[6];      /* the interface's MAC: decapsulated frames go to it */
 	__u8 peer_mac[6]; /* and come from its peer's */
 	__u8 rp_filter;
@@ -119,7 +129,7 @@ enum reason {
 	REASON_MAX,
 };
 
-/* path_mtus map value, keyed by a tunnel's endpoint_key (local, remote):
+/* path_mtus map value, keyed by the path's peer_key (local, remote):
  * what ICMP "fragmentation needed" said about the path to the remote. */
 struct path_mtu {
 	__u32 mtu;

@@ -21,6 +21,22 @@ struct {
 	__type(value, struct endpoint);
 } endpoints SEC(".maps");
 
+/* The (local, remote, key sent) of each tunnel, valued with its interface:
+ * what an ICMP quoting one of our outer packets is matched against. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_TUNNELS);
+	__type(key, struct endpoint_key);
+	__type(value, __u32);
+} senders SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_TUNNELS);
+	__type(key, struct peer_key);
+	__type(value, __u32);
+} peers SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, MAX_TUNNELS);
@@ -45,7 +61,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_TUNNELS);
-	__type(key, struct endpoint_key);
+	__type(key, struct peer_key);
 	__type(value, struct path_mtu);
 } path_mtus SEC(".maps");
 

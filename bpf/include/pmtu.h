@@ -88,7 +88,7 @@ static __always_inline __u16 scratch_csum(struct scratch *s, __u32 len)
 /* The learned path MTU towards a tunnel's remote, if one holds now. */
 static __always_inline __u32 path_mtu_of(const struct tunnel *t)
 {
-	struct endpoint_key k = {.local = t->local, .remote = t->remote};
+	struct peer_key k = {.local = t->local, .remote = t->remote};
 	struct path_mtu *p = bpf_map_lookup_elem(&path_mtus, &k);
 
 	if (!p || bpf_ktime_get_ns() >= p->expires)
@@ -105,8 +105,8 @@ static __always_inline enum reason pmtu_note(struct scratch *s, __u32 len, __be3
 {
 	struct icmphdr *icmp = (void *)s->buf;
 	struct iphdr *q = (void *)(icmp + 1);
-	struct endpoint_key k;
-	struct endpoint *ep;
+	struct endpoint_key k = {};
+	struct peer_key pk;
 	struct path_mtu *p, v;
 	__u64 now;
 	__u32 mtu, qhl;
@@ -125,30 +125,32 @@ static __always_inline enum reason pmtu_note(struct scratch *s, __u32 len, __be3
 	qhl = q->ihl * 4;
 	if (sizeof(*icmp) + qhl + GRE_HLEN > len)
 		return REASON_NOT_GRE;
-	k.local = q->saddr;
-	k.remote = q->daddr;
-	ep = bpf_map_lookup_elem(&endpoints, &k);
-	if (!ep)
-		return REASON_NOT_GRE;
 	gre = (void *)(s->buf + masked(sizeof(*icmp) + qhl, 127));
 	flags = bpf_ntohs(gre[0]);
 	if (flags & (GRE_VERSION | GRE_ROUTING))
-		return REASON_NOT_GRE;
-	if (!(flags & GRE_KEY) != !(ep->flags & TUNNEL_F_KEY))
 		return REASON_NOT_GRE;
 	if (flags & GRE_KEY) {
 		/* The key follows the checksum field when there is one. */
 		__u32 koff = sizeof(*icmp) + qhl + GRE_HLEN + ((flags & GRE_CSUM) ? 4 : 0);
 
-		if (koff + 4 > len || *(__be32 *)(s->buf + masked(koff, 127)) != ep->key)
+		if (koff + 4 > len)
 			return REASON_NOT_GRE;
+		k.key = *(__be32 *)(s->buf + masked(koff, 127));
+		k.keyed = 1;
 	}
+	/* One of our tunnels sends exactly this. */
+	k.local = q->saddr;
+	k.remote = q->daddr;
+	if (!bpf_map_lookup_elem(&senders, &k))
+		return REASON_NOT_GRE;
+	pk.local = k.local;
+	pk.remote = k.remote;
 
 	mtu = bpf_ntohs(icmp->mtu);
 	if (mtu < pmtu_floor)
 		mtu = pmtu_floor;
 	now = bpf_ktime_get_ns();
-	p = bpf_map_lookup_elem(&path_mtus, &k);
+	p = bpf_map_lookup_elem(&path_mtus, &pk);
 	if (p && now < p->expires) {
 		if (mtu > p->mtu)
 			return REASON_PATH_MTU;
@@ -158,7 +160,7 @@ static __always_inline enum reason pmtu_note(struct scratch *s, __u32 len, __be3
 	v.mtu = mtu;
 	v.pad = 0;
 	v.expires = now + pmtu_expires_ns;
-	bpf_map_update_elem(&path_mtus, &k, &v, BPF_ANY);
+	bpf_map_update_elem(&path_mtus, &pk, &v, BPF_ANY);
 	return REASON_PATH_MTU;
 }
 

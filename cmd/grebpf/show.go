@@ -6,16 +6,21 @@ import (
 	"text/tabwriter"
 
 	"github.com/grebpf/grebpf/internal/config"
+	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/loader"
 	"github.com/grebpf/grebpf/maps"
 )
 
 type showTunnel struct {
-	Name    string  `json:"name"`
-	Ifindex uint32  `json:"ifindex"`
-	Local   string  `json:"local"`
-	Remote  string  `json:"remote"`
+	Name    string `json:"name"`
+	Ifindex uint32 `json:"ifindex"`
+	Local   string `json:"local"`
+	Remote  string `json:"remote"`
+	// Key is the GRE key when the same both ways; IKey is the key
+	// received packets carry, OKey the one sent.
 	Key     *uint32 `json:"key"`
+	IKey    *uint32 `json:"ikey"`
+	OKey    *uint32 `json:"okey"`
 	TTL     string  `json:"ttl"`
 	TOS     string  `json:"tos"`
 	Overlay string  `json:"overlay"`
@@ -112,7 +117,11 @@ func runShow(g *globals, args []string) error {
 		if t.TOSInherit {
 			tos = "inherit"
 		}
-		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), t.Key,
+		var key *uint32
+		if tunnel.SameKey(t.IKey, t.OKey) {
+			key = t.OKey
+		}
+		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), key, t.IKey, t.OKey,
 			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], pathMTUOf(t)})
 	}
 	for _, r := range st.Routes {
@@ -152,8 +161,11 @@ func runShow(g *globals, args []string) error {
 	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU\tRP-FILTER\tPATH-MTU")
 	for _, t := range out.Tunnels {
 		key := "none"
-		if t.Key != nil {
+		switch {
+		case t.Key != nil:
 			key = fmt.Sprint(*t.Key)
+		case t.IKey != nil || t.OKey != nil:
+			key = "in " + keyName(t.IKey) + ", out " + keyName(t.OKey)
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, t.Overlay, t.Peer, t.MTU, t.RPFilter, t.pathMTU)
 	}
@@ -165,6 +177,13 @@ func runShow(g *globals, args []string) error {
 		fmt.Fprintf(w, "%s\t%s\n", r.Prefix, r.Tunnel)
 	}
 	return w.Flush()
+}
+
+func keyName(k *uint32) string {
+	if k == nil {
+		return "none"
+	}
+	return fmt.Sprint(*k)
 }
 
 func yesNo(b bool) string {

@@ -75,8 +75,11 @@ type Tunnel struct {
 	Name   string `yaml:"name,omitempty"`
 	Local  string `yaml:"local,omitempty"`
 	Remote string `yaml:"remote,omitempty"`
-	// Key is the GRE key; empty means none.
-	Key string `yaml:"key,omitempty"`
+	// Key is the GRE key both ways; IKey and OKey set the key received
+	// and the key sent apart (ip_gre's ikey, okey). Empty means none.
+	Key  string `yaml:"key,omitempty"`
+	IKey string `yaml:"ikey,omitempty"`
+	OKey string `yaml:"okey,omitempty"`
 	// TTL is the outer TTL, 1..255, or "inherit"; empty means 64.
 	TTL string `yaml:"ttl,omitempty"`
 	// TOS is "inherit" (the default) or a fixed value 0..255.
@@ -199,7 +202,12 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 		return p, fmt.Errorf("no tunnel: give --local, --remote, --overlay, --peer (or tunnels: in the config)")
 	}
 	names := map[string]bool{}
-	endpoints := map[[2]netip.Addr]string{}
+	type receiver struct {
+		local, remote netip.Addr
+		key           uint32
+		keyed         bool
+	}
+	receivers := map[receiver]string{}
 	for i, t := range r.Tunnels {
 		mt, routes, err := t.plan(i+1, wanMTU)
 		if err != nil {
@@ -209,11 +217,14 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 			return p, fmt.Errorf("tunnel name %q used twice: give each tunnel its own name", mt.Name)
 		}
 		names[mt.Name] = true
-		ep := [2]netip.Addr{mt.Local, mt.Remote}
-		if other, dup := endpoints[ep]; dup {
-			return p, fmt.Errorf("tunnels %s and %s both run %s → %s: one tunnel per endpoint pair", other, mt.Name, mt.Local, mt.Remote)
+		rx := receiver{local: mt.Local, remote: mt.Remote, keyed: mt.IKey != nil}
+		if rx.keyed {
+			rx.key = *mt.IKey
 		}
-		endpoints[ep] = mt.Name
+		if other, dup := receivers[rx]; dup {
+			return p, fmt.Errorf("tunnels %s and %s both receive %s → %s with the same key: give each tunnel between two endpoints its own ikey", other, mt.Name, mt.Remote, mt.Local)
+		}
+		receivers[rx] = mt.Name
 		p.Tunnels = append(p.Tunnels, mt)
 		p.Routes = append(p.Routes, routes...)
 	}
@@ -264,13 +275,30 @@ func (t Tunnel) plan(pos int, wanMTU int) (tunnel.Tunnel, []tunnel.Route, error)
 	if mt.Local == mt.Remote || mt.OverlayLocal == mt.OverlayRemote {
 		return mt, nil, fmt.Errorf("tunnel %s: both ends have the same address: check local/remote and overlay/peer", mt.Name)
 	}
+	ikey, okey := t.IKey, t.OKey
 	if t.Key != "" {
-		k, err := strconv.ParseUint(t.Key, 0, 32)
-		if err != nil {
-			return mt, nil, fmt.Errorf("tunnel %s: key %q: use a number 0..4294967295", mt.Name, t.Key)
+		if ikey != "" || okey != "" {
+			return mt, nil, fmt.Errorf("tunnel %s: give key, or ikey and okey, not both", mt.Name)
 		}
-		k32 := uint32(k)
-		mt.Key = &k32
+		ikey, okey = t.Key, t.Key
+	}
+	for _, k := range []struct {
+		field, val string
+		dst        **uint32
+	}{{"ikey", ikey, &mt.IKey}, {"okey", okey, &mt.OKey}} {
+		if k.val == "" {
+			continue
+		}
+		v, err := strconv.ParseUint(k.val, 0, 32)
+		if err != nil {
+			field := k.field
+			if t.Key != "" {
+				field = "key"
+			}
+			return mt, nil, fmt.Errorf("tunnel %s: %s %q: use a number 0..4294967295", mt.Name, field, k.val)
+		}
+		v32 := uint32(v)
+		*k.dst = &v32
 	}
 	switch t.TTL {
 	case "":

@@ -24,7 +24,7 @@ func TestValidateDefaults(t *testing.T) {
 		t.Errorf("decap %q tc %q", p.Decap, p.TC)
 	}
 	tun := p.Tunnels[0]
-	if tun.TTL != 64 || !tun.TOSInherit || tun.Key != nil || tun.MTU != 1476 || tun.Name != "gre1" {
+	if tun.TTL != 64 || !tun.TOSInherit || tun.IKey != nil || tun.OKey != nil || tun.MTU != 1476 || tun.Name != "gre1" {
 		t.Errorf("tunnel %+v", tun)
 	}
 	if tun.RPFilter != tunnel.RPStrict {
@@ -46,7 +46,7 @@ func TestValidateKeyedMTU(t *testing.T) {
 		t.Fatal(err)
 	}
 	tun := p.Tunnels[0]
-	if tun.MTU != 1472 || *tun.Key != 42 || tun.TTL != 0 || tun.TOSInherit || tun.TOS != 0x20 {
+	if tun.MTU != 1472 || *tun.IKey != 42 || *tun.OKey != 42 || tun.TTL != 0 || tun.TOSInherit || tun.TOS != 0x20 {
 		t.Errorf("tunnel %+v", tun)
 	}
 }
@@ -68,6 +68,8 @@ func TestValidateErrors(t *testing.T) {
 		{"host bits", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.1/24"} }, "did you mean 172.16.200.0/24"},
 		{"overlapping routes", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.0.0/16", "172.16.200.0/24"} }, "172.16.0.0/16 overlaps route 172.16.200.0/24"},
 		{"bad rp-filter", func(r *Router) { r.Tunnels[0].RPFilter = "on" }, `rp-filter "on": use strict, loose or off`},
+		{"key and ikey", func(r *Router) { r.Tunnels[0].Key, r.Tunnels[0].IKey = "1", "2" }, "give key, or ikey and okey, not both"},
+		{"bad okey", func(r *Router) { r.Tunnels[0].OKey = "x" }, `okey "x": use a number`},
 		{"pmtudisc off with a fixed ttl", func(r *Router) { r.Tunnels[0].PMTUDisc = "off" }, "pmtudisc off needs ttl inherit"},
 		{"bad key", func(r *Router) { r.Tunnels[0].Key = "-1" }, "key \"-1\""},
 		{"bad ttl", func(r *Router) { r.Tunnels[0].TTL = "0" }, "use 1..255 or inherit"},
@@ -78,11 +80,11 @@ func TestValidateErrors(t *testing.T) {
 			t2.Remote, t2.Peer, t2.Routes = "10.50.0.1", "192.168.2.2", nil
 			r.Tunnels = append(r.Tunnels, t2)
 		}, "used twice"},
-		{"duplicate endpoints", func(r *Router) {
+		{"same endpoints, same ikey", func(r *Router) {
 			t2 := r.Tunnels[0]
 			t2.Name, t2.Peer, t2.Routes = "gre2", "192.168.2.2", nil
 			r.Tunnels = append(r.Tunnels, t2)
-		}, "one tunnel per endpoint pair"},
+		}, "give each tunnel between two endpoints its own ikey"},
 		{"long name", func(r *Router) { r.Tunnels[0].Name = "a-very-long-tunnel-name" }, "at most 14"},
 		{"fast path twice", func(r *Router) { r.FastPath = []string{"lan1", "lan1"} }, "name each LAN device once"},
 		{"kernel mode with bpf options", func(r *Router) { r.Mode, r.FastPath = ModeKernel, []string{"lan1"} }, "drop them with mode kernel"},
@@ -132,7 +134,7 @@ tunnels:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Decap != "xdp" || p.Tunnels[0].Name != "hq" || *p.Tunnels[0].Key != 7 || len(p.Routes) != 2 || p.Tunnels[0].RPFilter != tunnel.RPLoose {
+	if p.Decap != "xdp" || p.Tunnels[0].Name != "hq" || *p.Tunnels[0].OKey != 7 || len(p.Routes) != 2 || p.Tunnels[0].RPFilter != tunnel.RPLoose {
 		t.Errorf("plan %+v", p)
 	}
 	if err := os.WriteFile(path, []byte("device: wan1\ntunels: []\n"), 0o600); err != nil {

@@ -45,8 +45,10 @@ type Tunnel struct {
 	Name   string
 	Local  netip.Addr
 	Remote netip.Addr
-	// Key is the GRE key (RFC 2890); nil means no key is sent or accepted.
-	Key *uint32
+	// IKey is the GRE key (RFC 2890) received packets must carry, OKey the
+	// one sent (ip_gre's ikey and okey); nil means none. Tunnels between
+	// the same endpoints are told apart by IKey.
+	IKey, OKey *uint32
 	// TTL of the outer header; 0 copies the inner TTL like ip_gre's "ttl inherit".
 	TTL uint8
 	// TOSInherit copies the inner DSCP; otherwise TOS is the fixed outer DSCP.
@@ -82,7 +84,7 @@ type Link struct {
 
 // Overhead is the outer IPv4 + GRE header size for a tunnel.
 func (t Tunnel) Overhead() int {
-	if t.Key != nil {
+	if t.OKey != nil {
 		return 20 + 8
 	}
 	return 20 + 4
@@ -91,12 +93,15 @@ func (t Tunnel) Overhead() int {
 // SameConfig says whether a and b are configured alike, whatever the
 // kernel gave them.
 func SameConfig(a, b Tunnel) bool {
-	keyEq := (a.Key == nil) == (b.Key == nil) && (a.Key == nil || *a.Key == *b.Key)
-	a.Key, b.Key = nil, nil
+	keyEq := SameKey(a.IKey, b.IKey) && SameKey(a.OKey, b.OKey)
+	a.IKey, b.IKey, a.OKey, b.OKey = nil, nil, nil, nil
 	a.Link, b.Link = Link{}, Link{}
 	a.WANNexthop, b.WANNexthop = netip.Addr{}, netip.Addr{}
 	return keyEq && a == b
 }
+
+// SameKey says whether two optional keys are the same (both none, or equal).
+func SameKey(a, b *uint32) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 // Route sends an inner prefix into the tunnel named Tunnel.
 type Route struct {

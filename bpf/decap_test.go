@@ -483,3 +483,43 @@ func keyName(k *uint32) string {
 	}
 	return fmt.Sprint(*k)
 }
+
+// TestDecapISeq: a tunnel with iseq takes sequence numbers that do not go
+// back (serial number arithmetic, as ip_gre), and drops packets without
+// one or behind; without iseq, numbers are ignored (decapCases).
+func TestDecapISeq(t *testing.T) {
+	objs := loadOn(t, func() tunnel.Tunnel {
+		tun := testTunnel(nil, fakeLink, tunnel.RPOff)
+		tun.ISeq = true
+		return tun
+	}())
+	inner := innerPacket(t, lan2Host, lan1Host, 0, 63)
+	seq := func(n uint32) *layers.GRE {
+		return &layers.GRE{Protocol: layers.EthernetTypeIPv4, SeqPresent: true, Seq: n}
+	}
+	for _, c := range []struct {
+		name string
+		gre  *layers.GRE
+		ok   bool
+	}{
+		{"first, any number", seq(0xfffffff0), true},
+		{"next", seq(0xfffffff1), true},
+		{"a gap forward, across the wrap", seq(5), true},
+		{"behind", seq(3), false},
+		{"the same again", seq(5), false},
+		{"no number", plainGRE(), false},
+		{"next after the drops", seq(6), true},
+	} {
+		for _, p := range decapProgs(objs)[:1] { // one program: the state is shared
+			before := snapshot(t, &objs.GrebpfMaps)
+			verdict, _ := run(t, p.prog, greFrame(t, wanRemote, wanLocal, c.gre, inner), nil)
+			reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
+			if c.ok && (verdict != p.delivered || moved.RxPackets != 1) {
+				t.Errorf("%s: verdict %d, counters %v %+v: want delivered", c.name, verdict, reasons, moved)
+			}
+			if !c.ok && (verdict != p.drop || reasons["seq-order"] != 1) {
+				t.Errorf("%s: verdict %d, counters %v %+v: want dropped as seq-order", c.name, verdict, reasons, moved)
+			}
+		}
+	}
+}

@@ -257,3 +257,33 @@ func TestEncapOKey(t *testing.T) {
 		t.Errorf("encapsulated frame:%s", d)
 	}
 }
+
+// TestEncapOSeq: a tunnel with oseq numbers its packets 0 up, after the
+// key when it has one, as ip_gre does.
+func TestEncapOSeq(t *testing.T) {
+	for _, key := range []*uint32{nil, u32(testKey)} {
+		t.Run(fmt.Sprint("keyed ", key != nil), func(t *testing.T) {
+			link := tunnelDevs(t, wanNS(t, true))
+			tun := testTunnel(key, link, tunnel.RPStrict)
+			tun.OSeq = true
+			objs := loadOn(t, tun)
+			inner := innerPacket(t, lan1Host, lan2Host, 0, 63)
+			for n := uint32(0); n < 3; n++ {
+				verdict, out := run(t, objs.EncapTc, frame(t, macTun, macTun, inner), skbContext{Ifindex: link.PeerIfindex})
+				if verdict != tcRedirect {
+					t.Fatalf("verdict %d", verdict)
+				}
+				eth := &layers.Ethernet{DstMAC: macWAN, SrcMAC: macR1, EthernetType: layers.EthernetTypeIPv4}
+				ip := &layers.IPv4{Version: 4, IHL: 5, Flags: layers.IPv4DontFragment, TTL: 64,
+					Protocol: layers.IPProtocolGRE, SrcIP: wanLocal.AsSlice(), DstIP: wanRemote.AsSlice()}
+				gre := &layers.GRE{Protocol: layers.EthernetTypeIPv4, SeqPresent: true, Seq: n}
+				if key != nil {
+					gre.KeyPresent, gre.Key = true, *key
+				}
+				if d := diff(anyID(out), anyID(serialize(t, eth, ip, gre, gopacket.Payload(inner)))); d != "" {
+					t.Errorf("packet %d:%s", n, d)
+				}
+			}
+		})
+	}
+}

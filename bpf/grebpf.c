@@ -25,7 +25,7 @@
 
 /* Enough linear data for Ethernet, outer IPv4 with options, keyed GRE and
  * the inner IPv4 header. */
-#define DECAP_PULL_LEN (ETH_HLEN + 60 + GRE_KEY_HLEN + 20)
+#define DECAP_PULL_LEN (ETH_HLEN + 60 + GRE_MAX_HLEN + 20)
 
 /* The MAC header as words: a byte-wise memcpy is what clang emits for an
  * ethhdr of unknown alignment, and unaligned word access is fine here. */
@@ -321,6 +321,13 @@ int encap_tc(struct __sk_buff *skb)
 		 * as ip_gre sends it, and the path answers. */
 	}
 
+	if (gso && (t->flags & TUNNEL_F_OSEQ)) {
+		/* Segments cannot be numbered one by one here; the tunnel
+		 * interface has its segmentation offloads off for this. */
+		count_reason(REASON_ENCAP_FAILED);
+		return TC_ACT_SHOT;
+	}
+
 	/* FIXED_GSO + ENCAP flags: a TSO/GSO packet stays one packet and the
 	 * kernel segments it as GRE further down. The kernel refuses the
 	 * flags on a packet it still marks as encapsulated: one a BPF decap
@@ -336,11 +343,12 @@ int encap_tc(struct __sk_buff *skb)
 	}
 	eth = (void *)(long)skb->data;
 	ip = (void *)(eth + 1);
-	if ((void *)ip + sizeof(*ip) + GRE_KEY_HLEN > (void *)(long)skb->data_end) {
+	if ((void *)ip + sizeof(*ip) + GRE_MAX_HLEN > (void *)(long)skb->data_end) {
 		count_reason(REASON_ENCAP_FAILED);
 		return TC_ACT_SHOT;
 	}
-	encap_write(ip, t, tos, ttl, df, skb->len - ETH_HLEN);
+	encap_write(ip, t, tos, ttl, df, skb->len - ETH_HLEN,
+		    (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 
 	switch (rc) {
@@ -422,12 +430,13 @@ int fastpath_lan(struct xdp_md *ctx)
 	eth = data;
 	ip = (void *)(eth + 1);
 	inner = (void *)ip + hlen;
-	if ((void *)(inner + 1) > data_end)
+	if ((void *)(inner + 1) > data_end || (void *)ip + sizeof(*ip) + GRE_MAX_HLEN > data_end)
 		return XDP_DROP; /* cannot happen: the inner header was there */
 	ipv4_dec_ttl(inner);
 	eth_write_macs(eth, fib.dmac, fib.smac);
 	eth->h_proto = bpf_htons(ETH_P_IP);
-	encap_write(ip, t, tos, ttl, df, inner_len + hlen);
+	encap_write(ip, t, tos, ttl, df, inner_len + hlen,
+		    (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
 	count_tx(t->ifindex, 1, inner_len);
 	return bpf_redirect(fib.ifindex, 0);
 }

@@ -35,7 +35,8 @@ type GrebpfEndpoint struct {
 	Mac       [6]uint8
 	PeerMac   [6]uint8
 	RpFilter  uint8
-	Pad       [3]uint8
+	Iseq      uint8
+	Pad       [2]uint8
 }
 
 type GrebpfEndpointKey struct {
@@ -71,7 +72,7 @@ const (
 	GrebpfReasonREASON_BAD_VERSION    GrebpfReason = 6
 	GrebpfReasonREASON_ROUTING        GrebpfReason = 7
 	GrebpfReasonREASON_CSUM_FLAG      GrebpfReason = 8
-	GrebpfReasonREASON_SEQ_FLAG       GrebpfReason = 9
+	GrebpfReasonREASON_SEQ_ORDER      GrebpfReason = 9
 	GrebpfReasonREASON_KEY_MISMATCH   GrebpfReason = 10
 	GrebpfReasonREASON_UNKNOWN_INNER  GrebpfReason = 11
 	GrebpfReasonREASON_DECAP_FAILED   GrebpfReason = 12
@@ -92,6 +93,12 @@ const (
 type GrebpfScratch struct {
 	_   structs.HostLayout
 	Buf [2048]uint8
+}
+
+type GrebpfSeqno struct {
+	_       structs.HostLayout
+	O_seqno uint32
+	I_seqno uint32
 }
 
 type GrebpfTcAttach uint32
@@ -140,6 +147,7 @@ const (
 	GrebpfMapReasonStats   = "reason_stats"
 	GrebpfMapScratch       = "scratch"
 	GrebpfMapSenders       = "senders"
+	GrebpfMapSeqnos        = "seqnos"
 	GrebpfMapTunnelStats   = "tunnel_stats"
 	GrebpfMapTunnels       = "tunnels"
 	GrebpfProgDecapTc      = "decap_tc"
@@ -215,6 +223,7 @@ type GrebpfMapSpecs struct {
 	ReasonStats *ebpf.MapSpec `ebpf:"reason_stats"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
 	Senders     *ebpf.MapSpec `ebpf:"senders"`
+	Seqnos      *ebpf.MapSpec `ebpf:"seqnos"`
 	TunnelStats *ebpf.MapSpec `ebpf:"tunnel_stats"`
 	Tunnels     *ebpf.MapSpec `ebpf:"tunnels"`
 }
@@ -256,6 +265,7 @@ type GrebpfMaps struct {
 	ReasonStats *ebpf.Map `ebpf:"reason_stats"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
 	Senders     *ebpf.Map `ebpf:"senders"`
+	Seqnos      *ebpf.Map `ebpf:"seqnos"`
 	TunnelStats *ebpf.Map `ebpf:"tunnel_stats"`
 	Tunnels     *ebpf.Map `ebpf:"tunnels"`
 }
@@ -270,6 +280,7 @@ func (m *GrebpfMaps) Close() error {
 		m.ReasonStats,
 		m.Scratch,
 		m.Senders,
+		m.Seqnos,
 		m.TunnelStats,
 		m.Tunnels,
 	)

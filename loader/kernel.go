@@ -107,6 +107,12 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 		if t.OKey != nil {
 			g.OKey, g.OFlags = *t.OKey, nl.GRE_KEY
 		}
+		if t.ISeq {
+			g.IFlags |= nl.GRE_SEQ
+		}
+		if t.OSeq {
+			g.OFlags |= nl.GRE_SEQ
+		}
 		if old, err := netlink.LinkByName(t.Name); err == nil {
 			if old.Attrs().Alias != kernelAlias {
 				return rep, fmt.Errorf("a device named %s exists and is not grebpf's: name the tunnel differently", t.Name)
@@ -192,6 +198,7 @@ func KernelState(ns string) (State, error) {
 			k := g.IKey
 			t.IKey = &k
 		}
+		t.ISeq, t.OSeq = g.IFlags&nl.GRE_SEQ != 0, g.OFlags&nl.GRE_SEQ != 0
 		if dev, err := netlink.LinkByIndex(int(g.Link)); err == nil {
 			s.Device = dev.Attrs().Name
 		}

@@ -72,6 +72,9 @@ func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 	if t.NoPMTUDisc {
 		v.Flags |= FlagNoPMTUDisc
 	}
+	if t.OSeq {
+		v.Flags |= FlagOSeq
+	}
 	for i := 0; i < len(t.Name) && i < len(v.Name)-1; i++ {
 		v.Name[i] = int8(t.Name[i])
 	}
@@ -95,6 +98,7 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 		RPFilter:      tunnel.RPFilter(v.RpFilter),
 		TOSInherit:    v.Flags&FlagTOSInherit != 0,
 		NoPMTUDisc:    v.Flags&FlagNoPMTUDisc != 0,
+		OSeq:          v.Flags&FlagOSeq != 0,
 		OverlayLocal:  addrOf(v.OverlayLocal),
 		OverlayRemote: addrOf(v.OverlayRemote),
 		Link:          tunnel.Link{Ifindex: v.Ifindex, PeerIfindex: v.RxIfindex, WANIfindex: v.WanIfindex},
@@ -128,6 +132,7 @@ const (
 	FlagKey        = 1 << 0
 	FlagTOSInherit = 1 << 1
 	FlagNoPMTUDisc = 1 << 2
+	FlagOSeq       = 1 << 3
 )
 
 // PutTunnel writes a tunnel under both of its devices, the decap endpoint
@@ -141,10 +146,17 @@ func PutTunnel(m *Maps, t tunnel.Tunnel) error {
 	v := value(t)
 	ep := bpf.GrebpfEndpoint{Ifindex: v.Ifindex, RxIfindex: v.RxIfindex,
 		Mac: t.Link.MAC, PeerMac: t.Link.PeerMAC, RpFilter: v.RpFilter}
+	if t.ISeq {
+		ep.Iseq = 1
+	}
 	zero := make([]bpf.GrebpfTunnelCounters, ebpf.MustPossibleCPU())
 	err := m.TunnelStats.Update(t.Link.Ifindex, zero, ebpf.UpdateNoExist)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return fmt.Errorf("create counters of tunnel %s: %w", t.Name, err)
+	}
+	err = m.Seqnos.Update(t.Link.Ifindex, bpf.GrebpfSeqno{}, ebpf.UpdateNoExist)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("create sequence numbers of tunnel %s: %w", t.Name, err)
 	}
 	// Tunnel first: decap counts and redirects as soon as the endpoint exists.
 	for _, dev := range []uint32{t.Link.Ifindex, t.Link.PeerIfindex} {
@@ -245,7 +257,7 @@ func DeleteTunnel(m *Maps, t tunnel.Tunnel) error {
 	for _, del := range []struct {
 		m   *ebpf.Map
 		key uint32
-	}{{m.Tunnels, t.Link.Ifindex}, {m.Tunnels, t.Link.PeerIfindex}, {m.TunnelStats, t.Link.Ifindex}} {
+	}{{m.Tunnels, t.Link.Ifindex}, {m.Tunnels, t.Link.PeerIfindex}, {m.TunnelStats, t.Link.Ifindex}, {m.Seqnos, t.Link.Ifindex}} {
 		if err := del.m.Delete(del.key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete tunnel %s: %w", t.Name, err)
 		}
@@ -264,6 +276,7 @@ func Tunnels(m *Maps) ([]tunnel.Tunnel, error) {
 	// The input key is only in the endpoints map's keys. Detach reads
 	// tunnels with whatever maps it could open, and needs no keys.
 	ikeys := map[uint32]*uint32{}
+	iseq := map[uint32]bool{}
 	if m.Endpoints != nil {
 		var ek bpf.GrebpfEndpointKey
 		var ep bpf.GrebpfEndpoint
@@ -273,6 +286,7 @@ func Tunnels(m *Maps) ([]tunnel.Tunnel, error) {
 				k := keyHost(ek.Key)
 				ikeys[ep.Ifindex] = &k
 			}
+			iseq[ep.Ifindex] = ep.Iseq != 0
 		}
 		if err := eps.Err(); err != nil {
 			return nil, fmt.Errorf("read endpoints: %w", err)
@@ -282,7 +296,7 @@ func Tunnels(m *Maps) ([]tunnel.Tunnel, error) {
 	for it.Next(&dev, &v) {
 		if dev == v.Ifindex {
 			t := tunnelFrom(v)
-			t.IKey = ikeys[dev]
+			t.IKey, t.ISeq = ikeys[dev], iseq[dev]
 			out = append(out, t)
 		}
 	}

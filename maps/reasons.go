@@ -20,7 +20,7 @@ var reasonInfo = [...]struct {
 	bpf.GrebpfReasonREASON_BAD_VERSION:    {"bad-version", true},
 	bpf.GrebpfReasonREASON_ROUTING:        {"routing", true},
 	bpf.GrebpfReasonREASON_CSUM_FLAG:      {"csum-flag", true},
-	bpf.GrebpfReasonREASON_SEQ_FLAG:       {"seq-flag", true},
+	bpf.GrebpfReasonREASON_SEQ_ORDER:      {"seq-order", true},
 	bpf.GrebpfReasonREASON_KEY_MISMATCH:   {"key-mismatch", true},
 	bpf.GrebpfReasonREASON_UNKNOWN_INNER:  {"unknown-inner", true},
 	bpf.GrebpfReasonREASON_DECAP_FAILED:   {"decap-failed", true},

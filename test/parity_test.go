@@ -183,6 +183,9 @@ func TestParityWire(t *testing.T) {
 		{"plain", nil},
 		{"keyed", []string{"--key", "4242"}},
 		{"pmtudisc off", []string{"--pmtudisc", "off", "--ttl", "inherit"}},
+		// The numbers themselves differ: ip_gre's device also numbers
+		// the router solicitations it sends of its own.
+		{"seq", []string{"--seq"}},
 	} {
 		name, extra, keyed := v.name, v.extra, v.name == "keyed"
 		t.Run(name, func(t *testing.T) {
@@ -204,8 +207,12 @@ func TestParityWire(t *testing.T) {
 				grebpf(t, "--netns", "r2", "detach")
 			}
 			for what := range inner {
-				b, k := frames["bpf"][what], frames["kernel"][what]
-				if !bytes.Equal(maskIDAndChecksum(b), maskIDAndChecksum(k)) {
+				b, k := maskIDAndChecksum(frames["bpf"][what]), maskIDAndChecksum(frames["kernel"][what])
+				if name == "seq" && len(b) > 42 && len(k) > 42 {
+					copy(b[38:42], []byte{0, 0, 0, 0})
+					copy(k[38:42], []byte{0, 0, 0, 0})
+				}
+				if !bytes.Equal(b, k) {
 					t.Errorf("%s: outer frames differ beyond IP ID and checksum\n  bpf %s\nkernel %s", what, hex.EncodeToString(b), hex.EncodeToString(k))
 				}
 				if keyed && !bytes.Contains(b[34:42], []byte{0x20, 0x00, 0x08, 0x00, 0, 0, 0x10, 0x92}) {

@@ -137,6 +137,20 @@ static __always_inline enum reason outer_header(struct iphdr *ip, void *data_end
 	return REASON_NONE;
 }
 
+/* ip_gre's iseq: a number below the next one expected is dropped (serial
+ * number arithmetic), and any other becomes the last one seen. */
+static __always_inline int seq_in_order(__u32 ifindex, __u32 seq)
+{
+	struct seqno *s = bpf_map_lookup_elem(&seqnos, &ifindex);
+
+	if (!s)
+		return 1;
+	if (s->i_seqno && (__s32)(seq - s->i_seqno) < 0)
+		return 0;
+	s->i_seqno = seq + 1;
+	return 1;
+}
+
 /* pkt_len is the frame length, which for a TC skb may exceed data_end. */
 static __always_inline enum reason decap_classify(void *data, void *data_end,
 						  __u64 pkt_len, struct decap *d)
@@ -212,10 +226,19 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	ep = bpf_map_lookup_elem(&endpoints, &ek);
 	if (!ep)
 		return REASON_KEY_MISMATCH; /* a peer's, but no tunnel of it takes this key */
-	/* A sequence number follows the key: ignored, as ip_gre ignores it
-	 * on a tunnel without iseq. */
-	if (flags & GRE_SEQ)
+	/* A sequence number follows the key: ignored, as ip_gre ignores it,
+	 * unless the tunnel has iseq. */
+	if (flags & GRE_SEQ) {
+		__be32 *seq = (void *)gre + glen;
+
+		if (tot < ihl + glen + 4 || (void *)(seq + 1) > data_end)
+			return REASON_TRUNCATED;
+		if (ep->iseq && !seq_in_order(ep->ifindex, bpf_ntohl(*seq)))
+			return REASON_SEQ_ORDER;
 		glen += 4;
+	} else if (ep->iseq) {
+		return REASON_SEQ_ORDER;
+	}
 	if (gre[1] != bpf_htons(ETH_P_IP))
 		return REASON_UNKNOWN_INNER;
 

@@ -18,8 +18,24 @@
 
 static __always_inline __u32 encap_len(const struct tunnel *t)
 {
-	return sizeof(struct iphdr) +
-	       ((t->flags & TUNNEL_F_KEY) ? GRE_KEY_HLEN : GRE_HLEN);
+	return sizeof(struct iphdr) + GRE_HLEN + ((t->flags & TUNNEL_F_KEY) ? 4 : 0) +
+	       ((t->flags & TUNNEL_F_OSEQ) ? 4 : 0);
+}
+
+/* The sequence number of t's next packet, as ip_gre numbers them: 0 up.
+ * Not atomic: two CPUs sending at once may number two packets alike (an
+ * atomic fetch-and-add needs BPF CPU v3, which 6.1 verifies but this
+ * build does not target). */
+static __always_inline __be32 next_seqno(const struct tunnel *t)
+{
+	__u32 dev = t->ifindex, n;
+	struct seqno *s = bpf_map_lookup_elem(&seqnos, &dev);
+
+	if (!s)
+		return 0;
+	n = s->o_seqno;
+	s->o_seqno = n + 1;
+	return bpf_htonl(n);
 }
 
 /* ip_gre's INET_ECN_encapsulate: ECN always follows the inner header,
@@ -35,12 +51,16 @@ static __always_inline __u8 outer_tos(const struct tunnel *t, __u8 inner)
 }
 
 /* Writes outer IPv4 and GRE at ip; the caller has bounds-checked
- * encap_len(t) bytes there. tot_len covers outer and inner; inner_df is
- * the inner header's frag_off & DF. */
+ * encap_len(t) bytes there (at most GRE_MAX_HLEN of GRE). tot_len covers
+ * outer and inner; inner_df is the inner header's frag_off & DF; seq the
+ * sequence number when the tunnel sends them. */
 static __always_inline void encap_write(struct iphdr *ip, const struct tunnel *t,
-					__u8 inner_tos, __u8 inner_ttl, __be16 inner_df, __u16 tot_len)
+					__u8 inner_tos, __u8 inner_ttl, __be16 inner_df, __u16 tot_len,
+					__be32 seq)
 {
 	__be16 *gre = (void *)(ip + 1);
+	__be32 *opt = (void *)(gre + 2);
+	__u16 flags = 0;
 
 	ip->version = 4;
 	ip->ihl = 5;
@@ -55,8 +75,14 @@ static __always_inline void encap_write(struct iphdr *ip, const struct tunnel *t
 	ip->daddr = t->remote;
 	ip->check = ipv4_csum(ip);
 
-	gre[0] = bpf_htons((t->flags & TUNNEL_F_KEY) ? GRE_KEY : 0);
 	gre[1] = bpf_htons(ETH_P_IP);
-	if (t->flags & TUNNEL_F_KEY)
-		*(__be32 *)(gre + 2) = t->key;
+	if (t->flags & TUNNEL_F_KEY) {
+		flags |= GRE_KEY;
+		*opt++ = t->key;
+	}
+	if (t->flags & TUNNEL_F_OSEQ) {
+		flags |= GRE_SEQ;
+		*opt = seq;
+	}
+	gre[0] = bpf_htons(flags);
 }

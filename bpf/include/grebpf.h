@@ -17,6 +17,7 @@
 
 #define GRE_HLEN 4
 #define GRE_KEY_HLEN 8
+#define GRE_MAX_HLEN 12 /* with key and sequence number (checksums are refused) */
 
 enum tunnel_flag {
 	TUNNEL_F_KEY = 1 << 0,         /* send the GRE key (ip_gre's okey) */
@@ -24,6 +25,8 @@ enum tunnel_flag {
 	/* Outer DF copies the inner packet's instead of always being set
 	 * (ip_gre's nopmtudisc). */
 	TUNNEL_F_NOPMTUDISC = 1 << 2,
+	/* Send sequence numbers (ip_gre's oseq), 0 up, per tunnel. */
+	TUNNEL_F_OSEQ = 1 << 3,
 };
 
 /* Inner source check on decap (rp_filter semantics, against the FIB).
@@ -87,7 +90,16 @@ struct endpoint {
 	__u8 mac[6];      /* the interface's MAC: decapsulated frames go to it */
 	__u8 peer_mac[6]; /* and come from its peer's */
 	__u8 rp_filter;
-	__u8 pad[3];
+	__u8 iseq; /* drop packets without a sequence number or out of order (ip_gre's iseq) */
+	__u8 pad[2];
+};
+
+/* seqnos map value, keyed by the tunnel's ifindex: ip_gre's o_seqno (the
+ * next number to send) and i_seqno (the next number expected, 0 before
+ * the first). */
+struct seqno {
+	__u32 o_seqno;
+	__u32 i_seqno;
 };
 
 /* tunnel_stats map value, per CPU, keyed by the tunnel's ifindex. Bytes are inner
@@ -111,7 +123,7 @@ enum reason {
 	REASON_BAD_VERSION,    /* drop: GRE version is not 0 */
 	REASON_ROUTING,        /* drop: GRE routing bit set */
 	REASON_CSUM_FLAG,      /* drop: GRE checksum not supported yet */
-	REASON_SEQ_FLAG,       /* unused: GRE sequence numbers are accepted and ignored */
+	REASON_SEQ_ORDER,      /* drop: sequence number missing or out of order on an iseq tunnel */
 	REASON_KEY_MISMATCH,   /* drop: key missing, unexpected or wrong */
 	REASON_UNKNOWN_INNER,  /* drop: inner protocol is not IPv4 */
 	REASON_DECAP_FAILED,   /* drop: the kernel refused to strip headers */

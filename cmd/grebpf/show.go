@@ -30,6 +30,9 @@ type showTunnel struct {
 	RPFilter string `json:"rp_filter"`
 	// PMTUDisc is on (outer DF always set) or off (copied from the inner).
 	PMTUDisc string `json:"pmtudisc"`
+	// ISeq: received packets must be numbered in order; OSeq: sent ones are numbered.
+	ISeq bool `json:"iseq"`
+	OSeq bool `json:"oseq"`
 	pathMTU
 }
 
@@ -122,7 +125,7 @@ func runShow(g *globals, args []string) error {
 			key = t.OKey
 		}
 		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), key, t.IKey, t.OKey,
-			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], pathMTUOf(t)})
+			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], t.ISeq, t.OSeq, pathMTUOf(t)})
 	}
 	for _, r := range st.Routes {
 		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), r.Tunnel})

@@ -94,6 +94,11 @@ type Tunnel struct {
 	// PMTUDisc is on (the default: outer DF always set) or off (outer DF
 	// copied from the inner packet), as ip_gre's pmtudisc/nopmtudisc.
 	PMTUDisc string `yaml:"pmtudisc,omitempty"`
+	// Seq sends sequence numbers and requires them in order; ISeq and
+	// OSeq each half (ip_gre's seq, iseq, oseq).
+	Seq  bool `yaml:"seq,omitempty"`
+	ISeq bool `yaml:"iseq,omitempty"`
+	OSeq bool `yaml:"oseq,omitempty"`
 }
 
 // File is a YAML config: one router's settings at the top level, or
@@ -221,6 +226,9 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 		if rx.keyed {
 			rx.key = *mt.IKey
 		}
+		if mt.OSeq && p.Encap == EncapEgress {
+			return p, fmt.Errorf("tunnel %s: oseq numbers each packet, and on the interface's egress encap sees them before the kernel segments them: use encap peer", mt.Name)
+		}
 		if other, dup := receivers[rx]; dup {
 			return p, fmt.Errorf("tunnels %s and %s both receive %s → %s with the same key: give each tunnel between two endpoints its own ikey", other, mt.Name, mt.Remote, mt.Local)
 		}
@@ -321,6 +329,7 @@ func (t Tunnel) plan(pos int, wanMTU int) (tunnel.Tunnel, []tunnel.Route, error)
 		mt.TOSInherit = false
 		mt.TOS = uint8(v)
 	}
+	mt.ISeq, mt.OSeq = t.Seq || t.ISeq, t.Seq || t.OSeq
 	switch t.PMTUDisc {
 	case "", "on":
 	case "off":

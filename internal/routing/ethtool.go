@@ -59,6 +59,11 @@ func ethtool(dev string, cmd, data uint32) (uint32, error) {
 var innerTunnelGSO = []string{"tx-gre-segmentation", "tx-gre-csum-segmentation", "tx-ipxip4-segmentation",
 	"tx-ipxip6-segmentation", "tx-udp_tnl-segmentation", "tx-udp_tnl-csum-segmentation"}
 
+// segmentationOffloads are every GSO the tunnel interface would otherwise
+// hand its veth peer.
+var segmentationOffloads = []string{"tx-generic-segmentation", "tx-tcp-segmentation", "tx-tcp-ecn-segmentation",
+	"tx-tcp-mangleid-segmentation", "tx-tcp6-segmentation", "tx-udp-segmentation"}
+
 // SetFeatures turns named features (as ethtool -k lists them) on or off;
 // names the kernel does not know are skipped.
 func SetFeatures(dev string, on bool, names ...string) error {

@@ -58,6 +58,9 @@ type Tunnel struct {
 	// NoPMTUDisc copies the inner DF bit to the outer header instead of
 	// always setting it (ip_gre's nopmtudisc; it needs TTL inherit).
 	NoPMTUDisc bool
+	// ISeq drops received packets without a sequence number or out of
+	// order; OSeq sends sequence numbers (ip_gre's iseq and oseq).
+	ISeq, OSeq bool
 	RPFilter   RPFilter
 	// MTU of the tunnel interface: WAN MTU minus the GRE overhead.
 	MTU           uint16

@@ -22,20 +22,16 @@ static __always_inline __u32 encap_len(const struct tunnel *t)
 	       ((t->flags & TUNNEL_F_OSEQ) ? 4 : 0);
 }
 
-/* The sequence number of t's next packet, as ip_gre numbers them: 0 up.
- * Not atomic: two CPUs sending at once may number two packets alike (an
- * atomic fetch-and-add needs BPF CPU v3, which 6.1 verifies but this
- * build does not target). */
+/* The sequence number of t's next packet, as ip_gre numbers them: 0 up,
+ * one atomic increment per packet whichever CPU sends it. */
 static __always_inline __be32 next_seqno(const struct tunnel *t)
 {
-	__u32 dev = t->ifindex, n;
+	__u32 dev = t->ifindex;
 	struct seqno *s = bpf_map_lookup_elem(&seqnos, &dev);
 
 	if (!s)
 		return 0;
-	n = s->o_seqno;
-	s->o_seqno = n + 1;
-	return bpf_htonl(n);
+	return bpf_htonl(__sync_fetch_and_add(&s->o_seqno, 1));
 }
 
 /* ip_gre's INET_ECN_encapsulate: ECN always follows the inner header,

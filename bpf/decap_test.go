@@ -523,3 +523,59 @@ func TestDecapISeq(t *testing.T) {
 		}
 	}
 }
+
+// TestDecapICsum: a tunnel with icsum takes only packets with a right GRE
+// checksum (the key after it); without icsum, a checksum is refused
+// (decapCases), as ip_gre does.
+func TestDecapICsum(t *testing.T) {
+	for _, key := range []*uint32{nil, u32(testKey)} {
+		tun := testTunnel(key, fakeLink, tunnel.RPOff)
+		tun.ICsum = true
+		objs := loadOn(t, tun)
+		inner := innerPacket(t, lan2Host, lan1Host, 0, 63)
+		gre := func() *layers.GRE {
+			g := &layers.GRE{Protocol: layers.EthernetTypeIPv4, ChecksumPresent: true}
+			if key != nil {
+				g.KeyPresent, g.Key = true, *key
+			}
+			return g
+		}
+		for _, c := range []struct {
+			name   string
+			frame  func() []byte
+			reason string
+		}{
+			{"right checksum", func() []byte { return greFrame(t, wanRemote, wanLocal, gre(), inner) }, ""},
+			{"wrong checksum", func() []byte {
+				b := greFrame(t, wanRemote, wanLocal, gre(), inner)
+				b[len(b)-1] ^= 0x55 // the payload, under the checksum
+				return b
+			}, "gre-checksum"},
+			{"no checksum", func() []byte {
+				g := gre()
+				g.ChecksumPresent = false
+				return greFrame(t, wanRemote, wanLocal, g, inner)
+			}, "csum-flag"},
+		} {
+			for _, p := range decapProgs(objs) {
+				in := c.frame()
+				before := snapshot(t, &objs.GrebpfMaps)
+				verdict, out := run(t, p.prog, in, nil)
+				reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
+				name := fmt.Sprintf("keyed %v, %s, %s", key != nil, c.name, p.name)
+				if c.reason == "" {
+					if verdict != p.delivered || moved.RxPackets != 1 || len(reasons) != 0 {
+						t.Errorf("%s: verdict %d, counters %v %+v: want delivered", name, verdict, reasons, moved)
+					}
+					if d := diff(out, p.output(t, fakeLink.Ifindex, inner)); d != "" {
+						t.Errorf("%s: frame:%s", name, d)
+					}
+					continue
+				}
+				if verdict != p.drop || len(reasons) != 1 || reasons[c.reason] != 1 {
+					t.Errorf("%s: verdict %d, counters %v: want dropped as %s", name, verdict, reasons, c.reason)
+				}
+			}
+		}
+	}
+}

@@ -287,3 +287,45 @@ func TestEncapOSeq(t *testing.T) {
 		})
 	}
 }
+
+// TestEncapOCsum: a tunnel with ocsum sends the GRE checksum over the GRE
+// header and the inner packet, before the key and the sequence number, as
+// ip_gre does; on the encap path and the fast path.
+func TestEncapOCsum(t *testing.T) {
+	for _, key := range []*uint32{nil, u32(testKey)} {
+		t.Run(fmt.Sprint("keyed ", key != nil), func(t *testing.T) {
+			wan := wanNS(t, true)
+			lan := lanSide(t, true)
+			link := tunnelDevs(t, wan)
+			tun := testTunnel(key, link, tunnel.RPStrict)
+			tun.OCsum, tun.OSeq = true, true
+			objs := loadOn(t, tun)
+			inner := udpPacket(t, lan1Host, lan2Host, 0, 301, true) // odd: the sum pads
+			want := func(n uint32, l3 []byte, ttl uint8) []byte {
+				eth := &layers.Ethernet{DstMAC: macWAN, SrcMAC: macR1, EthernetType: layers.EthernetTypeIPv4}
+				ip := &layers.IPv4{Version: 4, IHL: 5, Flags: layers.IPv4DontFragment, TTL: ttl,
+					Protocol: layers.IPProtocolGRE, SrcIP: wanLocal.AsSlice(), DstIP: wanRemote.AsSlice()}
+				gre := &layers.GRE{Protocol: layers.EthernetTypeIPv4, ChecksumPresent: true, SeqPresent: true, Seq: n}
+				if key != nil {
+					gre.KeyPresent, gre.Key = true, *key
+				}
+				return serialize(t, eth, ip, gre, gopacket.Payload(l3))
+			}
+			verdict, out := run(t, objs.EncapTc, frame(t, macTun, macTun, inner), skbContext{Ifindex: link.PeerIfindex})
+			if verdict != tcRedirect {
+				t.Fatalf("encap verdict %d", verdict)
+			}
+			if d := diff(anyID(out), anyID(want(0, inner, 64))); d != "" {
+				t.Errorf("encap:%s", d)
+			}
+			in := frame(t, macWAN, macLANHost, inner)
+			verdict, out = run(t, objs.FastpathLan, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(lan)})
+			if verdict != xdpRedirect {
+				t.Fatalf("fast path verdict %d", verdict)
+			}
+			if d := diff(anyID(out), anyID(want(1, withTTL(t, inner, 62), 64))); d != "" {
+				t.Errorf("fast path:%s", d)
+			}
+		})
+	}
+}

@@ -89,6 +89,12 @@ static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 	r = decap_classify(data, data_end, data_end - data, &d);
 	if (d.icmp_len)
 		r = pmtu_learn_xdp(ctx, d.icmp_off, d.icmp_len, d.icmp_to);
+	if (r == REASON_NONE && d.gre_csum) {
+		struct scratch *s = scratch_xdp(ctx, d.gre_off, d.gre_len);
+
+		if (!s || scratch_csum(s, d.gre_len))
+			r = REASON_GRE_CHECKSUM;
+	}
 	if (r != REASON_NONE) {
 		count_reason(r);
 		return reason_passes(r) ? XDP_PASS : XDP_DROP;
@@ -189,6 +195,13 @@ int decap_tc(struct __sk_buff *skb)
 			   skb->len, &d);
 	if (d.icmp_len)
 		r = pmtu_learn_skb(skb, d.icmp_off, d.icmp_len, d.icmp_to);
+	/* GRO merges GRE packets only once their checksums are verified. */
+	if (r == REASON_NONE && d.gre_csum && skb->gso_segs <= 1) {
+		struct scratch *s = scratch_skb(skb, d.gre_off, d.gre_len);
+
+		if (!s || scratch_csum(s, d.gre_len))
+			r = REASON_GRE_CHECKSUM;
+	}
 	if (r != REASON_NONE) {
 		count_reason(r);
 		return reason_passes(r) ? TC_ACT_OK : TC_ACT_SHOT;
@@ -321,9 +334,9 @@ int encap_tc(struct __sk_buff *skb)
 		 * as ip_gre sends it, and the path answers. */
 	}
 
-	if (gso && (t->flags & TUNNEL_F_OSEQ)) {
-		/* Segments cannot be numbered one by one here; the tunnel
-		 * interface has its segmentation offloads off for this. */
+	if (gso && (t->flags & (TUNNEL_F_OSEQ | TUNNEL_F_OCSUM))) {
+		/* Segments cannot be numbered or summed one by one here; the
+		 * tunnel interface has its segmentation offloads off for this. */
 		count_reason(REASON_ENCAP_FAILED);
 		return TC_ACT_SHOT;
 	}
@@ -350,6 +363,26 @@ int encap_tc(struct __sk_buff *skb)
 	encap_write(ip, t, tos, ttl, df, skb->len - ETH_HLEN,
 		    (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
 	eth->h_proto = bpf_htons(ETH_P_IP);
+	if (t->flags & TUNNEL_F_OCSUM) {
+		__u32 off = ETH_HLEN + sizeof(*ip), glen = skb->len - off;
+		struct scratch *s = scratch_skb(skb, off, glen);
+		__u16 sum;
+
+		if (!s) {
+			count_reason(REASON_ENCAP_FAILED);
+			return TC_ACT_SHOT;
+		}
+		sum = scratch_csum(s, glen);
+		if (bpf_skb_store_bytes(skb, off + 4, &sum, sizeof(sum), 0)) {
+			count_reason(REASON_ENCAP_FAILED);
+			return TC_ACT_SHOT;
+		}
+		eth = (void *)(long)skb->data; /* the store moved it, for the verifier */
+		if ((void *)(eth + 1) > (void *)(long)skb->data_end) {
+			count_reason(REASON_ENCAP_FAILED);
+			return TC_ACT_SHOT;
+		}
+	}
 
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
@@ -437,6 +470,19 @@ int fastpath_lan(struct xdp_md *ctx)
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	encap_write(ip, t, tos, ttl, df, inner_len + hlen,
 		    (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
+	if (t->flags & TUNNEL_F_OCSUM) {
+		__u32 glen = inner_len + hlen - sizeof(*ip);
+		struct scratch *s = scratch_xdp(ctx, ETH_HLEN + sizeof(*ip), glen);
+		__u16 *sum;
+
+		data = (void *)(long)ctx->data;
+		sum = data + ETH_HLEN + sizeof(*ip) + 4;
+		if (!s || (void *)(sum + 1) > (void *)(long)ctx->data_end) {
+			count_reason(REASON_ENCAP_FAILED);
+			return XDP_DROP;
+		}
+		*sum = scratch_csum(s, glen);
+	}
 	count_tx(t->ifindex, 1, inner_len);
 	return bpf_redirect(fib.ifindex, 0);
 }

@@ -36,7 +36,8 @@ type GrebpfEndpoint struct {
 	PeerMac   [6]uint8
 	RpFilter  uint8
 	Iseq      uint8
-	Pad       [2]uint8
+	Icsum     uint8
+	Pad       uint8
 }
 
 type GrebpfEndpointKey struct {
@@ -87,7 +88,8 @@ const (
 	GrebpfReasonREASON_SOURCE_ROUTED  GrebpfReason = 21
 	GrebpfReasonREASON_PATH_MTU       GrebpfReason = 22
 	GrebpfReasonREASON_FRAG_NEEDED    GrebpfReason = 23
-	GrebpfReasonREASON_MAX            GrebpfReason = 24
+	GrebpfReasonREASON_GRE_CHECKSUM   GrebpfReason = 24
+	GrebpfReasonREASON_MAX            GrebpfReason = 25
 )
 
 type GrebpfScratch struct {

@@ -113,6 +113,12 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 		if t.OSeq {
 			g.OFlags |= nl.GRE_SEQ
 		}
+		if t.ICsum {
+			g.IFlags |= nl.GRE_CSUM
+		}
+		if t.OCsum {
+			g.OFlags |= nl.GRE_CSUM
+		}
 		if old, err := netlink.LinkByName(t.Name); err == nil {
 			if old.Attrs().Alias != kernelAlias {
 				return rep, fmt.Errorf("a device named %s exists and is not grebpf's: name the tunnel differently", t.Name)
@@ -199,6 +205,7 @@ func KernelState(ns string) (State, error) {
 			t.IKey = &k
 		}
 		t.ISeq, t.OSeq = g.IFlags&nl.GRE_SEQ != 0, g.OFlags&nl.GRE_SEQ != 0
+		t.ICsum, t.OCsum = g.IFlags&nl.GRE_CSUM != 0, g.OFlags&nl.GRE_CSUM != 0
 		if dev, err := netlink.LinkByIndex(int(g.Link)); err == nil {
 			s.Device = dev.Attrs().Name
 		}

@@ -75,6 +75,9 @@ func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 	if t.OSeq {
 		v.Flags |= FlagOSeq
 	}
+	if t.OCsum {
+		v.Flags |= FlagOCsum
+	}
 	for i := 0; i < len(t.Name) && i < len(v.Name)-1; i++ {
 		v.Name[i] = int8(t.Name[i])
 	}
@@ -99,6 +102,7 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 		TOSInherit:    v.Flags&FlagTOSInherit != 0,
 		NoPMTUDisc:    v.Flags&FlagNoPMTUDisc != 0,
 		OSeq:          v.Flags&FlagOSeq != 0,
+		OCsum:         v.Flags&FlagOCsum != 0,
 		OverlayLocal:  addrOf(v.OverlayLocal),
 		OverlayRemote: addrOf(v.OverlayRemote),
 		Link:          tunnel.Link{Ifindex: v.Ifindex, PeerIfindex: v.RxIfindex, WANIfindex: v.WanIfindex},
@@ -133,6 +137,7 @@ const (
 	FlagTOSInherit = 1 << 1
 	FlagNoPMTUDisc = 1 << 2
 	FlagOSeq       = 1 << 3
+	FlagOCsum      = 1 << 4
 )
 
 // PutTunnel writes a tunnel under both of its devices, the decap endpoint
@@ -148,6 +153,9 @@ func PutTunnel(m *Maps, t tunnel.Tunnel) error {
 		Mac: t.Link.MAC, PeerMac: t.Link.PeerMAC, RpFilter: v.RpFilter}
 	if t.ISeq {
 		ep.Iseq = 1
+	}
+	if t.ICsum {
+		ep.Icsum = 1
 	}
 	zero := make([]bpf.GrebpfTunnelCounters, ebpf.MustPossibleCPU())
 	err := m.TunnelStats.Update(t.Link.Ifindex, zero, ebpf.UpdateNoExist)
@@ -276,7 +284,7 @@ func Tunnels(m *Maps) ([]tunnel.Tunnel, error) {
 	// The input key is only in the endpoints map's keys. Detach reads
 	// tunnels with whatever maps it could open, and needs no keys.
 	ikeys := map[uint32]*uint32{}
-	iseq := map[uint32]bool{}
+	iseq, icsum := map[uint32]bool{}, map[uint32]bool{}
 	if m.Endpoints != nil {
 		var ek bpf.GrebpfEndpointKey
 		var ep bpf.GrebpfEndpoint
@@ -286,7 +294,7 @@ func Tunnels(m *Maps) ([]tunnel.Tunnel, error) {
 				k := keyHost(ek.Key)
 				ikeys[ep.Ifindex] = &k
 			}
-			iseq[ep.Ifindex] = ep.Iseq != 0
+			iseq[ep.Ifindex], icsum[ep.Ifindex] = ep.Iseq != 0, ep.Icsum != 0
 		}
 		if err := eps.Err(); err != nil {
 			return nil, fmt.Errorf("read endpoints: %w", err)
@@ -296,7 +304,7 @@ func Tunnels(m *Maps) ([]tunnel.Tunnel, error) {
 	for it.Next(&dev, &v) {
 		if dev == v.Ifindex {
 			t := tunnelFrom(v)
-			t.IKey, t.ISeq = ikeys[dev], iseq[dev]
+			t.IKey, t.ISeq, t.ICsum = ikeys[dev], iseq[dev], icsum[dev]
 			out = append(out, t)
 		}
 	}

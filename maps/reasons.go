@@ -35,6 +35,7 @@ var reasonInfo = [...]struct {
 	bpf.GrebpfReasonREASON_SOURCE_ROUTED:  {"source-routed", false},
 	bpf.GrebpfReasonREASON_PATH_MTU:       {"path-mtu", false},
 	bpf.GrebpfReasonREASON_FRAG_NEEDED:    {"frag-needed", true},
+	bpf.GrebpfReasonREASON_GRE_CHECKSUM:   {"gre-checksum", true},
 }
 
 // ReasonName is the name stats print for r.

@@ -186,6 +186,7 @@ func TestParityWire(t *testing.T) {
 		// The numbers themselves differ: ip_gre's device also numbers
 		// the router solicitations it sends of its own.
 		{"seq", []string{"--seq"}},
+		{"csum", []string{"--csum", "--key", "4242"}},
 	} {
 		name, extra, keyed := v.name, v.extra, v.name == "keyed"
 		t.Run(name, func(t *testing.T) {

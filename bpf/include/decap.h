@@ -18,6 +18,10 @@ struct decap {
 	__u32 strip;               /* outer IPv4 + GRE bytes after the Ethernet header */
 	__u32 inner_len;           /* inner IPv4 total length */
 	__u8 outer_ecn;            /* the outer header's ECN field */
+	/* The GRE checksum is to be checked, over gre_len bytes from gre_off
+	 * in the frame (the caller reads them its own way). */
+	__u8 gre_csum;
+	__u32 gre_off, gre_len;
 	/* An ICMP "fragmentation needed" to us (REASON_NOT_GRE with
 	 * icmp_len set): where its message starts in the frame, its
 	 * length, and the outer destination (the address it was sent to). */
@@ -210,22 +214,24 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	if (flags & GRE_ROUTING)
 		return REASON_ROUTING;
 	if (flags & GRE_CSUM)
-		return REASON_CSUM_FLAG;
+		glen += 4; /* checksum and reserved */
 	if (flags & GRE_KEY) {
-		__be32 *key = (void *)(gre + 2);
+		__be32 *key = (void *)gre + glen;
 
 		/* Within the outer packet, not merely within the frame. */
-		if (tot < ihl + GRE_KEY_HLEN || (void *)(key + 1) > data_end)
+		if (tot < ihl + glen + 4 || (void *)(key + 1) > data_end)
 			return REASON_TRUNCATED;
 		ek.key = *key;
 		ek.keyed = 1;
-		glen = GRE_KEY_HLEN;
+		glen += 4;
 	}
 	ek.local = pk.local;
 	ek.remote = pk.remote;
 	ep = bpf_map_lookup_elem(&endpoints, &ek);
 	if (!ep)
 		return REASON_KEY_MISMATCH; /* a peer's, but no tunnel of it takes this key */
+	if (!(flags & GRE_CSUM) != !ep->icsum)
+		return REASON_CSUM_FLAG;
 	/* A sequence number follows the key: ignored, as ip_gre ignores it,
 	 * unless the tunnel has iseq. */
 	if (flags & GRE_SEQ) {
@@ -253,6 +259,9 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 		return REASON_TRUNCATED;
 
 	d->ep = ep;
+	d->gre_csum = !!(flags & GRE_CSUM);
+	d->gre_off = ETH_HLEN + ihl;
+	d->gre_len = tot - ihl;
 	d->strip = ihl + glen;
 	d->outer_ecn = ip->tos & 3;
 	return REASON_NONE;

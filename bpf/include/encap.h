@@ -18,8 +18,8 @@
 
 static __always_inline __u32 encap_len(const struct tunnel *t)
 {
-	return sizeof(struct iphdr) + GRE_HLEN + ((t->flags & TUNNEL_F_KEY) ? 4 : 0) +
-	       ((t->flags & TUNNEL_F_OSEQ) ? 4 : 0);
+	return sizeof(struct iphdr) + GRE_HLEN + ((t->flags & TUNNEL_F_OCSUM) ? 4 : 0) +
+	       ((t->flags & TUNNEL_F_KEY) ? 4 : 0) + ((t->flags & TUNNEL_F_OSEQ) ? 4 : 0);
 }
 
 /* The sequence number of t's next packet, as ip_gre numbers them: 0 up,
@@ -72,6 +72,10 @@ static __always_inline void encap_write(struct iphdr *ip, const struct tunnel *t
 	ip->check = ipv4_csum(ip);
 
 	gre[1] = bpf_htons(ETH_P_IP);
+	if (t->flags & TUNNEL_F_OCSUM) {
+		flags |= GRE_CSUM;
+		*opt++ = 0; /* the caller sums the whole packet into it */
+	}
 	if (t->flags & TUNNEL_F_KEY) {
 		flags |= GRE_KEY;
 		*opt++ = t->key;
@@ -82,3 +86,4 @@ static __always_inline void encap_write(struct iphdr *ip, const struct tunnel *t
 	}
 	gre[0] = bpf_htons(flags);
 }
+

@@ -17,7 +17,7 @@
 
 #define GRE_HLEN 4
 #define GRE_KEY_HLEN 8
-#define GRE_MAX_HLEN 12 /* with key and sequence number (checksums are refused) */
+#define GRE_MAX_HLEN 16 /* with checksum, key and sequence number */
 
 enum tunnel_flag {
 	TUNNEL_F_KEY = 1 << 0,         /* send the GRE key (ip_gre's okey) */
@@ -27,6 +27,8 @@ enum tunnel_flag {
 	TUNNEL_F_NOPMTUDISC = 1 << 2,
 	/* Send sequence numbers (ip_gre's oseq), 0 up, per tunnel. */
 	TUNNEL_F_OSEQ = 1 << 3,
+	/* Send GRE checksums (ip_gre's ocsum). */
+	TUNNEL_F_OCSUM = 1 << 4,
 };
 
 /* Inner source check on decap (rp_filter semantics, against the FIB).
@@ -90,8 +92,9 @@ struct endpoint {
 	__u8 mac[6];      /* the interface's MAC: decapsulated frames go to it */
 	__u8 peer_mac[6]; /* and come from its peer's */
 	__u8 rp_filter;
-	__u8 iseq; /* drop packets without a sequence number or out of order (ip_gre's iseq) */
-	__u8 pad[2];
+	__u8 iseq;  /* drop packets without a sequence number or out of order (ip_gre's iseq) */
+	__u8 icsum; /* take only packets with a GRE checksum, and check it (ip_gre's icsum) */
+	__u8 pad;
 };
 
 /* seqnos map value, keyed by the tunnel's ifindex: ip_gre's o_seqno (the
@@ -122,7 +125,7 @@ enum reason {
 	REASON_UNKNOWN_PEER,   /* pass: no endpoint for this (dst, src) */
 	REASON_BAD_VERSION,    /* drop: GRE version is not 0 */
 	REASON_ROUTING,        /* drop: GRE routing bit set */
-	REASON_CSUM_FLAG,      /* drop: GRE checksum not supported yet */
+	REASON_CSUM_FLAG,      /* drop: GRE checksum on a tunnel without icsum, or none on one with it */
 	REASON_SEQ_ORDER,      /* drop: sequence number missing or out of order on an iseq tunnel */
 	REASON_KEY_MISMATCH,   /* drop: key missing, unexpected or wrong */
 	REASON_UNKNOWN_INNER,  /* drop: inner protocol is not IPv4 */
@@ -138,6 +141,7 @@ enum reason {
 	REASON_SOURCE_ROUTED,  /* pass: outer source route with hops left: the stack forwards it */
 	REASON_PATH_MTU,       /* pass: ICMP "fragmentation needed" about a tunnel's outer packet: path MTU noted */
 	REASON_FRAG_NEEDED,    /* drop: inner packet with DF over the tunnel's path MTU: ICMP sent to its sender */
+	REASON_GRE_CHECKSUM,   /* drop: GRE checksum wrong (or the packet too long to sum) */
 	REASON_MAX,
 };
 

@@ -13,6 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "csum.h"
+#include "scratch.h"
 #include "fib.h"
 #include "maps.h"
 
@@ -46,45 +47,6 @@ struct icmphdr {
 /* icmp_send quotes at most what fits a 576-byte datagram. */
 #define ICMP_QUOTE_MAX (576 - sizeof(struct iphdr) - sizeof(struct icmphdr))
 
-/* v & mask, computed where clang cannot see it, so that the bounds are
- * in the value itself. Clang drops a mask it finds redundant after the
- * caller's checks, folds comparisons into a range check on a copy, or
- * spills a length before checking it; older verifiers (6.1) carry none of
- * that back to the value a helper or an index is given. */
-#define masked(x, m)                                                          \
-	({                                                                     \
-		__u64 __x = (x);                                               \
-		asm volatile("%[val] &= %[msk]" : [val] "+r"(__x) : [msk] "i"(m)); \
-		(__u32)__x;                                                    \
-	})
-
-/* A length the caller has checked to be between 1 and mask + 1 (mask one
- * less than a power of two), with those bounds for the verifier. */
-#define bounded(len, m) (masked((len) - 1, m) + 1)
-
-/* Ones' complement sum of the first len bytes of s, which the caller has
- * padded with zeros to a multiple of 4. bpf_csum_diff takes at most 512
- * bytes a call. */
-static __always_inline __u16 scratch_csum(struct scratch *s, __u32 len)
-{
-	__u32 n = (len + 3) & ~3U;
-	__s64 sum = 0;
-
-	for (int c = 0; c < SCRATCH_LEN / 512; c++) {
-		__u32 off = c * 512, chunk;
-
-		if (off >= n)
-			break;
-		chunk = n - off;
-		if (chunk > 512)
-			chunk = 512;
-		sum = bpf_csum_diff(NULL, 0, (void *)(s->buf + off), bounded(chunk, 511), (__u32)sum);
-		if (sum < 0)
-			return 1; /* never a valid sum of a zeroed checksum field */
-	}
-	return csum_fold((__u32)sum);
-}
-
 /* The learned path MTU towards a tunnel's remote, if one holds now. */
 static __always_inline __u32 path_mtu_of(const struct tunnel *t)
 {
@@ -115,9 +77,6 @@ static __always_inline enum reason pmtu_note(struct scratch *s, __u32 len, __be3
 
 	if (len < ICMP_MSG_MIN || len > SCRATCH_LEN - 4)
 		return REASON_NOT_GRE;
-	s->buf[masked(len, SCRATCH_LEN - 1)] = 0;
-	s->buf[masked(len + 1, SCRATCH_LEN - 1)] = 0;
-	s->buf[masked(len + 2, SCRATCH_LEN - 1)] = 0;
 	if (scratch_csum(s, len) != 0)
 		return REASON_NOT_GRE;
 	if (q->version != 4 || q->ihl < 5 || q->protocol != IPPROTO_GRE || q->saddr != to)
@@ -186,32 +145,16 @@ static __always_inline int is_frag_needed(struct iphdr *ip, void *data_end, __u3
  * whatever part of it is linear. */
 static __always_inline enum reason pmtu_learn_xdp(struct xdp_md *ctx, __u32 off, __u32 len, __be32 to)
 {
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct scratch *s = len >= ICMP_MSG_MIN ? scratch_xdp(ctx, off, len) : NULL;
 
-	if (!s || len > SCRATCH_LEN - 4)
-		return REASON_NOT_GRE;
-	if (len < ICMP_MSG_MIN)
-		return REASON_NOT_GRE;
-	len = bounded(len, SCRATCH_LEN - 1);
-	if (bpf_xdp_load_bytes(ctx, off, s->buf, len))
-		return REASON_NOT_GRE;
-	return pmtu_note(s, len, to);
+	return s ? pmtu_note(s, len, to) : REASON_NOT_GRE;
 }
 
 static __always_inline enum reason pmtu_learn_skb(struct __sk_buff *skb, __u32 off, __u32 len, __be32 to)
 {
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct scratch *s = len >= ICMP_MSG_MIN ? scratch_skb(skb, off, len) : NULL;
 
-	if (!s || len > SCRATCH_LEN - 4)
-		return REASON_NOT_GRE;
-	if (len < ICMP_MSG_MIN)
-		return REASON_NOT_GRE;
-	len = bounded(len, SCRATCH_LEN - 1);
-	if (bpf_skb_load_bytes(skb, off, s->buf, len))
-		return REASON_NOT_GRE;
-	return pmtu_note(s, len, to);
+	return s ? pmtu_note(s, len, to) : REASON_NOT_GRE;
 }
 
 /* Turns skb, an inner IPv4 packet of inner_len bytes behind an Ethernet
@@ -280,9 +223,6 @@ static __always_inline int send_frag_needed(struct __sk_buff *skb, const struct 
 	q = bounded(q, 1023);
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, s->buf + sizeof(*icmp), q))
 		return TC_ACT_SHOT;
-	s->buf[masked(sizeof(*icmp) + q, SCRATCH_LEN - 1)] = 0;
-	s->buf[masked(sizeof(*icmp) + q + 1, SCRATCH_LEN - 1)] = 0;
-	s->buf[masked(sizeof(*icmp) + q + 2, SCRATCH_LEN - 1)] = 0;
 	icmp->checksum = scratch_csum(s, sizeof(*icmp) + q);
 
 	if (bpf_skb_change_tail(skb, ETH_HLEN + q, 0) ||

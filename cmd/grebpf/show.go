@@ -33,6 +33,9 @@ type showTunnel struct {
 	// ISeq: received packets must be numbered in order; OSeq: sent ones are numbered.
 	ISeq bool `json:"iseq"`
 	OSeq bool `json:"oseq"`
+	// ICsum: received packets must carry a right GRE checksum; OCsum: sent ones carry one.
+	ICsum bool `json:"icsum"`
+	OCsum bool `json:"ocsum"`
 	pathMTU
 }
 
@@ -125,7 +128,7 @@ func runShow(g *globals, args []string) error {
 			key = t.OKey
 		}
 		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), key, t.IKey, t.OKey,
-			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], t.ISeq, t.OSeq, pathMTUOf(t)})
+			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], t.ISeq, t.OSeq, t.ICsum, t.OCsum, pathMTUOf(t)})
 	}
 	for _, r := range st.Routes {
 		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), r.Tunnel})

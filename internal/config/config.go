@@ -99,6 +99,11 @@ type Tunnel struct {
 	Seq  bool `yaml:"seq,omitempty"`
 	ISeq bool `yaml:"iseq,omitempty"`
 	OSeq bool `yaml:"oseq,omitempty"`
+	// Csum sends GRE checksums and requires and checks them; ICsum and
+	// OCsum each half (ip_gre's csum, icsum, ocsum).
+	Csum  bool `yaml:"csum,omitempty"`
+	ICsum bool `yaml:"icsum,omitempty"`
+	OCsum bool `yaml:"ocsum,omitempty"`
 }
 
 // File is a YAML config: one router's settings at the top level, or
@@ -226,8 +231,8 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 		if rx.keyed {
 			rx.key = *mt.IKey
 		}
-		if mt.OSeq && p.Encap == EncapEgress {
-			return p, fmt.Errorf("tunnel %s: oseq numbers each packet, and on the interface's egress encap sees them before the kernel segments them: use encap peer", mt.Name)
+		if (mt.OSeq || mt.OCsum) && p.Encap == EncapEgress {
+			return p, fmt.Errorf("tunnel %s: oseq and ocsum work per packet, and on the interface's egress encap sees packets before the kernel segments them: use encap peer", mt.Name)
 		}
 		if other, dup := receivers[rx]; dup {
 			return p, fmt.Errorf("tunnels %s and %s both receive %s → %s with the same key: give each tunnel between two endpoints its own ikey", other, mt.Name, mt.Remote, mt.Local)
@@ -330,6 +335,7 @@ func (t Tunnel) plan(pos int, wanMTU int) (tunnel.Tunnel, []tunnel.Route, error)
 		mt.TOS = uint8(v)
 	}
 	mt.ISeq, mt.OSeq = t.Seq || t.ISeq, t.Seq || t.OSeq
+	mt.ICsum, mt.OCsum = t.Csum || t.ICsum, t.Csum || t.OCsum
 	switch t.PMTUDisc {
 	case "", "on":
 	case "off":

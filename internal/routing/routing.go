@@ -205,10 +205,10 @@ func Interface(h *netlink.Handle, wan netlink.Link, t tunnel.Tunnel) (tunnel.Tun
 	if err := SetFeatures(t.Name, false, innerTunnelGSO...); err != nil {
 		return t, fmt.Errorf("turn off tunnel segmentation offloads on %s: %w", t.Name, err)
 	}
-	// Each packet sent with a sequence number is numbered by encap, so the
-	// stack segments GSO packets before they cross, as ip_gre with oseq
-	// gives up GSO.
-	if err := SetFeatures(t.Name, !t.OSeq, segmentationOffloads...); err != nil {
+	// Encap numbers or sums each packet it sends with a sequence number
+	// or a checksum, so the stack segments GSO packets before they
+	// cross (ip_gre with oseq gives up GSO too).
+	if err := SetFeatures(t.Name, !t.OSeq && !t.OCsum, segmentationOffloads...); err != nil {
 		return t, fmt.Errorf("set segmentation offloads on %s: %w", t.Name, err)
 	}
 	if err := h.LinkSetUp(p); err != nil {

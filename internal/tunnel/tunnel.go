@@ -61,7 +61,10 @@ type Tunnel struct {
 	// ISeq drops received packets without a sequence number or out of
 	// order; OSeq sends sequence numbers (ip_gre's iseq and oseq).
 	ISeq, OSeq bool
-	RPFilter   RPFilter
+	// ICsum takes only packets with a GRE checksum, and checks it; OCsum
+	// sends one (ip_gre's icsum and ocsum).
+	ICsum, OCsum bool
+	RPFilter     RPFilter
 	// MTU of the tunnel interface: WAN MTU minus the GRE overhead.
 	MTU           uint16
 	OverlayLocal  netip.Addr
@@ -87,10 +90,17 @@ type Link struct {
 
 // Overhead is the outer IPv4 + GRE header size for a tunnel.
 func (t Tunnel) Overhead() int {
+	n := 20 + 4
 	if t.OKey != nil {
-		return 20 + 8
+		n += 4
 	}
-	return 20 + 4
+	if t.OSeq {
+		n += 4
+	}
+	if t.OCsum {
+		n += 4
+	}
+	return n
 }
 
 // SameConfig says whether a and b are configured alike, whatever the

@@ -213,6 +213,13 @@ func TestParityWire(t *testing.T) {
 					copy(b[38:42], []byte{0, 0, 0, 0})
 					copy(k[38:42], []byte{0, 0, 0, 0})
 				}
+				// ip_gre leaves its checksum to offload, which a veth
+				// never fills: compare the rest (TestEncapOCsum checks
+				// grebpf's value, TestParitySeqCsum that ip_gre takes it).
+				if name == "csum" && len(b) > 40 && len(k) > 40 {
+					copy(b[38:40], []byte{0, 0})
+					copy(k[38:40], []byte{0, 0})
+				}
 				if !bytes.Equal(b, k) {
 					t.Errorf("%s: outer frames differ beyond IP ID and checksum\n  bpf %s\nkernel %s", what, hex.EncodeToString(b), hex.EncodeToString(k))
 				}

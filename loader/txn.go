@@ -106,7 +106,8 @@ type txn struct {
 
 // FailpointEnv is the test hook that proves the transaction: "N" makes
 // step N fail as if the kernel had refused it, "kill:N" kills the process
-// there as kill -9 would.
+// there as kill -9 would, "trace" names each step on stderr and fails
+// none (how a test learns which steps there are).
 const FailpointEnv = "GREBPF_FAILPOINT"
 
 // errInjected is the failure the hook injects.
@@ -117,6 +118,10 @@ func (x *txn) at(name string) error {
 	x.step++
 	fp := os.Getenv(FailpointEnv)
 	if fp == "" {
+		return nil
+	}
+	if fp == "trace" {
+		fmt.Fprintf(os.Stderr, "grebpf: step %d: %s\n", x.step, name)
 		return nil
 	}
 	kill := strings.HasPrefix(fp, "kill:")

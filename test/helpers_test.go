@@ -85,13 +85,26 @@ func execute(t testing.TB, name string, args ...string) result {
 	return runCmd(t, exec.Command(name, args...))
 }
 
+// cmdLimit is the longest any one command of a test may take, emulated
+// VMs included: a command that hangs fails its test, named, instead of
+// eating the time of the whole run.
+const cmdLimit = 5 * time.Minute
+
 // runCmd runs cmd; a command killed by a signal has minus the signal's
 // number as its code.
 func runCmd(t testing.TB, cmd *exec.Cmd) result {
 	t.Helper()
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	cmd.WaitDelay = 10 * time.Second // for children left holding the output
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", strings.Join(cmd.Args, " "), err)
+	}
+	hung := time.AfterFunc(cmdLimit, func() { cmd.Process.Kill() })
+	err := cmd.Wait()
+	if !hung.Stop() {
+		t.Fatalf("%s: still running after %v, killed\n%s%s", strings.Join(cmd.Args, " "), cmdLimit, stdout.String(), stderr.String())
+	}
 	r := result{out: stdout.String(), stderr: stderr.String()}
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -131,6 +132,40 @@ func forTCModes(t *testing.T, test func(t *testing.T, l txnLab)) {
 	}
 }
 
+// traceSteps runs grebpf to the end with the failure hook tracing, and
+// returns the name of each step it took.
+func traceSteps(t *testing.T, args ...string) []string {
+	t.Helper()
+	r := grebpfAt(t, "trace", args...)
+	if r.code != 0 {
+		t.Fatalf("grebpf %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	var steps []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if name, ok := strings.CutPrefix(l, fmt.Sprintf("grebpf: step %d: ", len(steps)+1)); ok {
+			steps = append(steps, name)
+		}
+	}
+	return steps
+}
+
+// failPoints is which of a command's steps (numbered from 1) a
+// transaction test fails in turn: all of them, or, where
+// GREBPF_STEP_STRIDE=s (CI's emulated VMs, whose time is short, after
+// the host has failed every step in both TC attach modes), every s-th,
+// every one from the commit on, and the last.
+func failPoints(steps []string) []int {
+	stride, _ := strconv.Atoi(os.Getenv("GREBPF_STEP_STRIDE"))
+	commit := slices.Index(steps, "commit")
+	var points []int
+	for i := range steps {
+		if stride <= 1 || i%stride == 0 || (commit >= 0 && i >= commit) || i == len(steps)-1 {
+			points = append(points, i+1)
+		}
+	}
+	return points
+}
+
 // grebpfAt runs grebpf with the failure hook set to point.
 func grebpfAt(t *testing.T, point string, args ...string) result {
 	t.Helper()
@@ -149,16 +184,22 @@ func attachAllOrNothing(t *testing.T, l txnLab) {
 
 	for _, from := range []string{"fresh", "running"} {
 		t.Run(from, func(t *testing.T) {
-			if from == "running" {
-				grebpf(t, attachArgs("r1", tc...)...)
+			start := func() {
+				if from == "fresh" {
+					grebpf(t, "--netns", "r1", "detach")
+				} else {
+					grebpf(t, attachArgs("r1", tc...)...)
+				}
 			}
+			start()
+			steps := traceSteps(t, attachB...)
+			start()
 			before := exactState(t)
-			steps, committed := 0, false
-			for n := 1; ; n++ {
+			committed := false
+			for _, n := range failPoints(steps) {
 				r := grebpfAt(t, fmt.Sprint(n), attachB...)
 				if r.code == 0 {
-					steps = n - 1
-					break
+					t.Fatalf("step %d (%s) did not fail", n, steps[n-1])
 				}
 				if !strings.Contains(r.stderr, "injected failure") || strings.Count(r.stderr, "\n") > 2 {
 					t.Fatalf("step %d: exit %d, stderr %q", n, r.code, r.stderr)
@@ -169,6 +210,7 @@ func attachAllOrNothing(t *testing.T, l txnLab) {
 					if got := shape(t); got != wantB {
 						t.Fatalf("step %d (after the commit), then attach: not config B:\n%s", n, diffLines(wantB, got))
 					}
+					start() // back to the starting point for the next step
 				} else if committed {
 					t.Fatalf("step %d failed before the commit after a step that failed after it: %s", n, r.stderr)
 				} else {
@@ -181,19 +223,12 @@ func attachAllOrNothing(t *testing.T, l txnLab) {
 						return ""
 					})
 				}
-				// Back to the starting point for the next step.
-				if committed {
-					if from == "fresh" {
-						grebpf(t, "--netns", "r1", "detach")
-					} else {
-						grebpf(t, attachArgs("r1", tc...)...)
-					}
-				}
 			}
-			if steps < 12 || !committed {
-				t.Fatalf("only %d steps failed (committed %v): the hook misses steps", steps, committed)
+			if len(steps) < 12 || !committed {
+				t.Fatalf("only %d steps (committed %v): the hook misses steps", len(steps), committed)
 			}
-			t.Logf("%d steps, each failed once", steps)
+			t.Logf("%d steps; failed each of %v once", len(steps), failPoints(steps))
+			grebpf(t, attachB...)
 			if got := shape(t); got != wantB {
 				t.Fatalf("attach without a failure: not config B:\n%s", diffLines(wantB, got))
 			}
@@ -238,21 +273,21 @@ func killedMidway(t *testing.T, l txnLab) {
 		{"detach", attachB, detach, detach},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
-			for n := 1; ; n++ {
+			if sc.setup != nil {
+				grebpf(t, sc.setup...)
+			}
+			steps := traceSteps(t, sc.killed...)
+			clean(t, 0)
+			if len(steps) < 4 {
+				t.Fatalf("only %d kill points", len(steps))
+			}
+			for _, n := range failPoints(steps) {
 				if sc.setup != nil {
 					grebpf(t, sc.setup...)
 				}
 				r := grebpfAt(t, fmt.Sprintf("kill:%d", n), sc.killed...)
-				if r.code == 0 {
-					if n < 4 {
-						t.Fatalf("only %d kill points", n-1)
-					}
-					t.Logf("killed at each of %d steps", n-1)
-					clean(t, n)
-					return
-				}
 				if r.code != -int(syscall.SIGKILL) {
-					t.Fatalf("kill at step %d: exit %d, stderr %q", n, r.code, r.stderr)
+					t.Fatalf("kill at step %d (%s): exit %d, stderr %q", n, steps[n-1], r.code, r.stderr)
 				}
 				out := grebpf(t, sc.next...)
 				if slices.Equal(sc.next, attachB) {
@@ -265,6 +300,7 @@ func killedMidway(t *testing.T, l txnLab) {
 				}
 				clean(t, n)
 			}
+			t.Logf("%d steps; killed at each of %v", len(steps), failPoints(steps))
 		})
 	}
 }

@@ -233,7 +233,7 @@ func FuzzEncap(f *testing.F) {
 	objs := loadOn(f, tun)
 	srcs := lanAddrs(f)
 	srcs[uint32(wan)] = wanLocal
-	must(f, maps.SetICMPSources(&objs.GrebpfMaps, srcs))
+	must(f, maps.SetICMPSources(&objs.GrebpfMaps, srcs, nil))
 	// Packets over 1376 bytes with DF are answered "frag needed".
 	setPathMTU(f, &objs.GrebpfMaps, tun, 1400, time.Hour)
 	ns := here(f)

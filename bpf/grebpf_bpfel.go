@@ -48,6 +48,14 @@ type GrebpfEndpointKey struct {
 	Keyed  uint32
 }
 
+type GrebpfIn6Addr struct {
+	_    structs.HostLayout
+	In6U struct {
+		_       structs.HostLayout
+		U6Addr8 [16]uint8
+	}
+}
+
 type GrebpfPathMtu struct {
 	_       structs.HostLayout
 	Mtu     uint32
@@ -89,7 +97,8 @@ const (
 	GrebpfReasonREASON_PATH_MTU       GrebpfReason = 22
 	GrebpfReasonREASON_FRAG_NEEDED    GrebpfReason = 23
 	GrebpfReasonREASON_GRE_CHECKSUM   GrebpfReason = 24
-	GrebpfReasonREASON_MAX            GrebpfReason = 25
+	GrebpfReasonREASON_PACKET_TOO_BIG GrebpfReason = 25
+	GrebpfReasonREASON_MAX            GrebpfReason = 26
 )
 
 type GrebpfScratch struct {
@@ -111,22 +120,24 @@ const (
 )
 
 type GrebpfTunnel struct {
-	_             structs.HostLayout
-	Local         uint32
-	Remote        uint32
-	Key           uint32
-	Flags         uint32
-	Ttl           uint8
-	Tos           uint8
-	RpFilter      uint8
-	Pad           uint8
-	Ifindex       uint32
-	WanIfindex    uint32
-	RxIfindex     uint32
-	OverlayLocal  uint32
-	OverlayRemote uint32
-	WanNexthop    uint32
-	Name          [16]int8
+	_              structs.HostLayout
+	Local          uint32
+	Remote         uint32
+	Key            uint32
+	Flags          uint32
+	Ttl            uint8
+	Tos            uint8
+	RpFilter       uint8
+	Pad            uint8
+	Ifindex        uint32
+	WanIfindex     uint32
+	RxIfindex      uint32
+	OverlayLocal   uint32
+	OverlayRemote  uint32
+	WanNexthop     uint32
+	Overlay6Local  [16]uint8
+	Overlay6Remote [16]uint8
+	Name           [16]int8
 }
 
 type GrebpfTunnelCounters struct {
@@ -144,6 +155,7 @@ const (
 	GrebpfMapAttachments   = "attachments"
 	GrebpfMapEndpoints     = "endpoints"
 	GrebpfMapIfaceAddrs    = "iface_addrs"
+	GrebpfMapIfaceAddrs6   = "iface_addrs6"
 	GrebpfMapPathMtus      = "path_mtus"
 	GrebpfMapPeers         = "peers"
 	GrebpfMapReasonStats   = "reason_stats"
@@ -158,6 +170,7 @@ const (
 	GrebpfProgFastpathLan  = "fastpath_lan"
 	GrebpfProgFastpathWan  = "fastpath_wan"
 	GrebpfProgToTunnelTc   = "to_tunnel_tc"
+	GrebpfVarIcmp6HopLimit = "icmp6_hop_limit"
 	GrebpfVarIcmpTtl       = "icmp_ttl"
 	GrebpfVarPmtuExpiresNs = "pmtu_expires_ns"
 	GrebpfVarPmtuFloor     = "pmtu_floor"
@@ -220,6 +233,7 @@ type GrebpfMapSpecs struct {
 	Attachments *ebpf.MapSpec `ebpf:"attachments"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	IfaceAddrs  *ebpf.MapSpec `ebpf:"iface_addrs"`
+	IfaceAddrs6 *ebpf.MapSpec `ebpf:"iface_addrs6"`
 	PathMtus    *ebpf.MapSpec `ebpf:"path_mtus"`
 	Peers       *ebpf.MapSpec `ebpf:"peers"`
 	ReasonStats *ebpf.MapSpec `ebpf:"reason_stats"`
@@ -234,6 +248,7 @@ type GrebpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GrebpfVariableSpecs struct {
+	Icmp6HopLimit *ebpf.VariableSpec `ebpf:"icmp6_hop_limit"`
 	IcmpTtl       *ebpf.VariableSpec `ebpf:"icmp_ttl"`
 	PmtuExpiresNs *ebpf.VariableSpec `ebpf:"pmtu_expires_ns"`
 	PmtuFloor     *ebpf.VariableSpec `ebpf:"pmtu_floor"`
@@ -262,6 +277,7 @@ type GrebpfMaps struct {
 	Attachments *ebpf.Map `ebpf:"attachments"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	IfaceAddrs  *ebpf.Map `ebpf:"iface_addrs"`
+	IfaceAddrs6 *ebpf.Map `ebpf:"iface_addrs6"`
 	PathMtus    *ebpf.Map `ebpf:"path_mtus"`
 	Peers       *ebpf.Map `ebpf:"peers"`
 	ReasonStats *ebpf.Map `ebpf:"reason_stats"`
@@ -277,6 +293,7 @@ func (m *GrebpfMaps) Close() error {
 		m.Attachments,
 		m.Endpoints,
 		m.IfaceAddrs,
+		m.IfaceAddrs6,
 		m.PathMtus,
 		m.Peers,
 		m.ReasonStats,
@@ -292,6 +309,7 @@ func (m *GrebpfMaps) Close() error {
 //
 // It can be passed to LoadGrebpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GrebpfVariables struct {
+	Icmp6HopLimit *ebpf.Variable `ebpf:"icmp6_hop_limit"`
 	IcmpTtl       *ebpf.Variable `ebpf:"icmp_ttl"`
 	PmtuExpiresNs *ebpf.Variable `ebpf:"pmtu_expires_ns"`
 	PmtuFloor     *ebpf.Variable `ebpf:"pmtu_floor"`

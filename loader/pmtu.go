@@ -20,8 +20,9 @@ import (
 
 // setSysctls gives the programs the namespace's path MTU rules, which
 // ip_gre follows through the kernel's routes: the floor a learned path MTU
-// never goes below, how long one holds, and the TTL of the ICMP errors
-// the programs send.
+// never goes below, how long one holds, and the TTL and hop limit of the
+// ICMP and ICMPv6 errors the programs send (the devices' hop limit is the
+// namespace's unless someone set one apart).
 func setSysctls(spec *ebpf.CollectionSpec) error {
 	for _, v := range []struct {
 		sysctl, variable string
@@ -30,8 +31,12 @@ func setSysctls(spec *ebpf.CollectionSpec) error {
 		{"net/ipv4/route/min_pmtu", "pmtu_floor", func(n int) any { return uint32(n) }},
 		{"net/ipv4/route/mtu_expires", "pmtu_expires_ns", func(n int) any { return uint64(time.Duration(n) * time.Second) }},
 		{"net/ipv4/ip_default_ttl", "icmp_ttl", func(n int) any { return uint8(n) }},
+		{"net/ipv6/conf/all/hop_limit", "icmp6_hop_limit", func(n int) any { return uint8(n) }},
 	} {
 		b, err := os.ReadFile("/proc/sys/" + v.sysctl)
+		if os.IsNotExist(err) && strings.HasPrefix(v.sysctl, "net/ipv6/") {
+			continue // a kernel without IPv6 sends no ICMPv6
+		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", strings.ReplaceAll(v.sysctl, "/", "."), err)
 		}
@@ -49,11 +54,14 @@ func setSysctls(spec *ebpf.CollectionSpec) error {
 // fillICMPSources writes, for every device of the namespace with an IPv4
 // address, the address ICMP errors routed out of it leave from: its first
 // primary address that is not host-scoped, as the kernel's
-// inet_select_addr picks for a connected route. Devices gone since the
-// last attach are forgotten; tunnel interfaces answer from their overlay
-// address, which the tunnels map holds.
+// inet_select_addr picks for a connected route; tunnel interfaces answer
+// from their overlay address, which the tunnels map holds. For IPv6, every
+// device's first global address (unique-local included), tunnel
+// interfaces too, as source selection prefers an address of the outgoing
+// device with the scope of a global destination. Devices gone since the
+// last attach are forgotten.
 func fillICMPSources(m *bpf.GrebpfMaps) error {
-	addrs, err := netlink.AddrList(nil, unix.AF_INET)
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
@@ -61,15 +69,21 @@ func fillICMPSources(m *bpf.GrebpfMaps) error {
 	if err != nil {
 		return err
 	}
-	srcs := map[uint32]netip.Addr{}
+	srcs, srcs6 := map[uint32]netip.Addr{}, map[uint32]netip.Addr{}
 	for _, a := range addrs {
 		idx := uint32(a.LinkIndex)
-		if _, ok := srcs[idx]; ok || slices.Contains(own, a.LinkIndex) || a.Scope == unix.RT_SCOPE_HOST || a.Flags&unix.IFA_F_SECONDARY != 0 {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
 			continue
 		}
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+		if ip = ip.Unmap(); ip.Is4() {
+			if _, ok := srcs[idx]; ok || slices.Contains(own, a.LinkIndex) || a.Scope == unix.RT_SCOPE_HOST || a.Flags&unix.IFA_F_SECONDARY != 0 {
+				continue
+			}
 			srcs[idx] = ip
+		} else if _, ok := srcs6[idx]; !ok && a.Scope == unix.RT_SCOPE_UNIVERSE && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DEPRECATED|unix.IFA_F_DADFAILED) == 0 {
+			srcs6[idx] = ip
 		}
 	}
-	return maps.SetICMPSources(m, srcs)
+	return maps.SetICMPSources(m, srcs, srcs6)
 }

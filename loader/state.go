@@ -35,7 +35,7 @@ type State struct {
 	Device     string
 	Attachment maps.Attachment
 	Tunnels    []TunnelState
-	Routes     []tunnel.Route // every IPv4 route through a tunnel interface, whoever added it
+	Routes     []tunnel.Route // every route through a tunnel interface, whoever added it
 	Reasons    []uint64       // indexed by maps.Reason
 	FastPath   []string       // LAN devices with the XDP fast path
 	// Problems are what stops or slows the tunnels' traffic now, each
@@ -102,24 +102,25 @@ func (s State) DecapName() string { return decapName(s.Attachment.Decap) }
 func (s State) EncapName() string { return encapName(s.Attachment.Flags) }
 func (s State) TCName() string    { return tcName(s.Attachment.Tc) }
 
-// routesThrough lists the main table's IPv4 routes whose device is one of
-// the tunnels' interfaces.
+// routesThrough lists the main table's routes whose device is one of the
+// tunnels' interfaces, but for the kernel's own IPv6 ones (link-local,
+// multicast, the overlay address's).
 func routesThrough(ts []TunnelState) ([]tunnel.Route, error) {
 	names := map[int]string{}
 	for _, t := range ts {
 		names[int(t.Link.Ifindex)] = t.Name
 	}
-	rs, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	var out []tunnel.Route
 	for _, r := range rs {
 		name, ok := names[r.LinkIndex]
-		if !ok {
+		if !ok || r.Family == unix.AF_INET6 && (r.Protocol == unix.RTPROT_KERNEL || r.Type != unix.RTN_UNICAST) {
 			continue
 		}
-		out = append(out, tunnel.Route{Prefix: routing.PrefixOf(r.Dst), Tunnel: name})
+		out = append(out, tunnel.Route{Prefix: routing.RouteDst(r), Tunnel: name})
 	}
 	return out, nil
 }

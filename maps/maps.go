@@ -62,6 +62,10 @@ func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 		OverlayRemote: be32(t.OverlayRemote),
 		WanNexthop:    be32(t.WANNexthop),
 	}
+	if t.CarriesIPv6() {
+		v.Overlay6Local = t.Overlay6Local.As16()
+		v.Overlay6Remote = t.Overlay6Remote.As16()
+	}
 	if t.OKey != nil {
 		v.Flags |= FlagKey
 		v.Key = keyBE(*t.OKey)
@@ -109,6 +113,9 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 	}
 	if v.WanNexthop != 0 {
 		t.WANNexthop = addrOf(v.WanNexthop)
+	}
+	if a := netip.AddrFrom16(v.Overlay6Local); !a.IsUnspecified() {
+		t.Overlay6Local, t.Overlay6Remote = a, netip.AddrFrom16(v.Overlay6Remote)
 	}
 	if v.Flags&FlagKey != 0 {
 		k := keyHost(v.Key)
@@ -370,32 +377,51 @@ func WriteAttachment(m *Maps, a Attachment) error {
 	return m.Attachments.Put(uint32(0), a)
 }
 
-// SetICMPSources makes the iface_addrs map hold exactly srcs: the address
-// ICMP errors leave from, per device ifindex.
-func SetICMPSources(m *Maps, srcs map[uint32]netip.Addr) error {
-	if len(srcs) > int(m.IfaceAddrs.MaxEntries()) {
-		return fmt.Errorf("%d devices have IPv4 addresses; grebpf answers ICMP through at most %d: split them over namespaces",
-			len(srcs), m.IfaceAddrs.MaxEntries())
+// SetICMPSources makes the iface_addrs and iface_addrs6 maps hold exactly
+// srcs: the address ICMP and ICMPv6 errors leave from, per device
+// ifindex.
+func SetICMPSources(m *Maps, srcs, srcs6 map[uint32]netip.Addr) error {
+	v4 := map[uint32]uint32{}
+	for k, a := range srcs {
+		v4[k] = be32(a)
 	}
-	var k, v uint32
+	v6 := map[uint32][16]byte{}
+	for k, a := range srcs6 {
+		v6[k] = a.As16()
+	}
+	if err := holdExactly(m.IfaceAddrs, v4, "IPv4"); err != nil {
+		return err
+	}
+	return holdExactly(m.IfaceAddrs6, v6, "IPv6")
+}
+
+// holdExactly makes the map by ifindex mp hold exactly want, of the
+// family named.
+func holdExactly[V comparable](mp *ebpf.Map, want map[uint32]V, family string) error {
+	if len(want) > int(mp.MaxEntries()) {
+		return fmt.Errorf("%d devices have %s addresses; grebpf answers ICMP through at most %d: split them over namespaces",
+			len(want), family, mp.MaxEntries())
+	}
+	var k uint32
+	var v V
 	var stale []uint32
-	it := m.IfaceAddrs.Iterate()
+	it := mp.Iterate()
 	for it.Next(&k, &v) {
-		if a, ok := srcs[k]; !ok || be32(a) != v {
+		if a, ok := want[k]; !ok || a != v {
 			stale = append(stale, k)
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("read ICMP sources: %w", err)
+		return fmt.Errorf("read %s ICMP sources: %w", family, err)
 	}
 	for _, k := range stale {
-		if err := m.IfaceAddrs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete ICMP source of ifindex %d: %w", k, err)
+		if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete %s ICMP source of ifindex %d: %w", family, k, err)
 		}
 	}
-	for k, a := range srcs {
-		if err := m.IfaceAddrs.Put(k, be32(a)); err != nil {
-			return fmt.Errorf("write ICMP source of ifindex %d: %w", k, err)
+	for k, a := range want {
+		if err := mp.Put(k, a); err != nil {
+			return fmt.Errorf("write %s ICMP source of ifindex %d: %w", family, k, err)
 		}
 	}
 	return nil

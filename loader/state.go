@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -103,12 +104,17 @@ func (s State) EncapName() string { return encapName(s.Attachment.Flags) }
 func (s State) TCName() string    { return tcName(s.Attachment.Tc) }
 
 // routesThrough lists the main table's routes whose device is one of the
-// tunnels' interfaces, but for the kernel's own IPv6 ones (link-local,
-// multicast, the overlay address's).
+// tunnels' interfaces, but for the link-local and multicast ones IPv6
+// gives every link and the one it gives each address of the interface's
+// own.
 func routesThrough(ts []TunnelState) ([]tunnel.Route, error) {
 	names := map[int]string{}
+	own := map[netip.Prefix]bool{}
 	for _, t := range ts {
 		names[int(t.Link.Ifindex)] = t.Name
+		if t.CarriesIPv6() {
+			own[netip.PrefixFrom(t.Overlay6Local, 128)] = true
+		}
 	}
 	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
@@ -117,7 +123,7 @@ func routesThrough(ts []TunnelState) ([]tunnel.Route, error) {
 	var out []tunnel.Route
 	for _, r := range rs {
 		name, ok := names[r.LinkIndex]
-		if !ok || r.Family == unix.AF_INET6 && (r.Protocol == unix.RTPROT_KERNEL || r.Type != unix.RTN_UNICAST) {
+		if !ok || routing.LinkScoped(r) || own[routing.RouteDst(r)] {
 			continue
 		}
 		out = append(out, tunnel.Route{Prefix: routing.RouteDst(r), Tunnel: name})

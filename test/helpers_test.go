@@ -153,7 +153,10 @@ func attachArgs(router string, extra ...string) []string {
 	cfg := lab.Default.Router(s)
 	tn := cfg.Tunnels[0]
 	a := []string{"--netns", router, "attach", "--dev", cfg.Device, "--local", tn.Local, "--remote", tn.Remote,
-		"--overlay", tn.Overlay, "--peer", tn.Peer, "--route", tn.Routes[0]}
+		"--overlay", tn.Overlay, "--peer", tn.Peer, "--overlay6", tn.Overlay6, "--peer6", tn.Peer6}
+	for _, r := range tn.Routes {
+		a = append(a, "--route", r)
+	}
 	for _, e := range extra {
 		if e == "LAN" {
 			e = s.Host()

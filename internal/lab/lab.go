@@ -259,10 +259,9 @@ func (l Lab) topology() [][]string {
 			[]string{"-n", r, "link", "set", w, "up"}, []string{"-n", "wan", "link", "set", r, "up"},
 			[]string{"-n", h, "route", "add", "default", "via", s.RouterLAN().String()},
 			[]string{"-n", r, "route", "add", "default", "via", s.WANGateway().String()},
-			// The LANs are dual-stack. nodad: usable at once, and the
-			// lab has no one to collide with.
-			[]string{"-n", h, "addr", "add", s.HostAddr6().String() + "/64", "dev", "eth0", "nodad"},
-			[]string{"-n", r, "addr", "add", s.RouterLAN6().String() + "/64", "dev", h, "nodad"},
+			// The LANs are dual-stack.
+			[]string{"-n", h, "addr", "add", s.HostAddr6().String() + "/64", "dev", "eth0"},
+			[]string{"-n", r, "addr", "add", s.RouterLAN6().String() + "/64", "dev", h},
 			[]string{"-n", h, "-6", "route", "add", "default", "via", s.RouterLAN6().String()},
 		)
 	}
@@ -329,6 +328,12 @@ func (l Lab) Up(tunnel string, fastPath bool) (err error) {
 	}()
 	for _, ns := range l.Namespaces() {
 		if err := ip("netns", "add", ns); err != nil {
+			return err
+		}
+		// No duplicate address detection on the devices to come: the lab
+		// has no one to collide with, and a link-local address still
+		// tentative holds up the first IPv6 packets for a second or two.
+		if err := inNS(ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"); err != nil {
 			return err
 		}
 	}

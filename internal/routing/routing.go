@@ -49,6 +49,13 @@ func PrefixOf(dst *net.IPNet) netip.Prefix {
 	return netip.PrefixFrom(a.Unmap(), ones)
 }
 
+// LinkScoped says whether r is one of the routes IPv6 gives every link
+// (fe80::/64, multicast): no one's choice of prefix, and no tunnel's.
+func LinkScoped(r netlink.Route) bool {
+	p := RouteDst(r)
+	return p.Addr().Is6() && p.Bits() > 0 && (p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast())
+}
+
 // RouteDst is r's destination as a prefix, ::/0 for an IPv6 default route.
 func RouteDst(r netlink.Route) netip.Prefix {
 	if r.Dst == nil && r.Family == unix.AF_INET6 {
@@ -92,10 +99,7 @@ func Check(wan netlink.Link, tunnels []tunnel.Tunnel, routes []tunnel.Route, own
 		return fmt.Errorf("list routes: %w", err)
 	}
 	kernel = slices.DeleteFunc(kernel, func(kr netlink.Route) bool {
-		// The kernel's own IPv6 routes (link-local, multicast, and
-		// those of addresses) are no one's choice of prefix.
-		return kr.Protocol == Proto || slices.Contains(own, kr.LinkIndex) ||
-			kr.Family == unix.AF_INET6 && (kr.Protocol == unix.RTPROT_KERNEL || kr.Type != unix.RTN_UNICAST)
+		return kr.Protocol == Proto || slices.Contains(own, kr.LinkIndex) || LinkScoped(kr)
 	})
 	for _, kr := range kernel {
 		kpfx := RouteDst(kr)

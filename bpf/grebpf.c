@@ -64,8 +64,9 @@ static __always_inline int xdp_strip(struct xdp_md *ctx, const struct decap *d)
 /* For the fast path: where the FIB sends the decapsulated packet at l3,
  * when XDP may forward it there itself (BPF_FIB_LKUP_RET_SUCCESS, fib
  * filled); anything else (-1, or the lookup's answer) leaves it to the
- * stack: TTL or hop limit <= 1 (time exceeded), local destinations,
- * transit into another tunnel, unresolved neighbours. */
+ * stack: TTL or hop limit <= 1 (time exceeded), IPv6 the stack would not
+ * forward (link-local, multicast), local destinations, transit into
+ * another tunnel, unresolved neighbours. */
 static __always_inline long inner_fib(struct xdp_md *ctx, void *l3, void *data_end,
 				      const struct decap *d, struct bpf_fib_lookup *fib)
 {
@@ -75,7 +76,7 @@ static __always_inline long inner_fib(struct xdp_md *ctx, void *l3, void *data_e
 	if (d->inner_v6) {
 		struct ipv6hdr *ip6 = l3;
 
-		if ((void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1)
+		if ((void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1 || !ipv6_forwardable(ip6))
 			return -1;
 		fib_forward6(fib, ip6, d->ep->ifindex);
 	} else {
@@ -445,9 +446,10 @@ int encap_tc(struct __sk_buff *skb)
 
 /* Fast path, LAN ingress: what the stack plus encap_tc would do to a packet
  * the FIB routes into a tunnel, done here and redirected out of the WAN
- * device. Anything else, TTL or hop limit <= 1, IPv4 options, packets over
- * the tunnel MTU (the stack and encap_tc answer the sender) and unresolved
- * outer next hops, go to the stack. */
+ * device. Anything else, TTL or hop limit <= 1, IPv4 options, IPv6 the
+ * stack would not forward, packets over the tunnel MTU (the stack and
+ * encap_tc answer the sender) and unresolved outer next hops, go to the
+ * stack. */
 SEC("xdp")
 int fastpath_lan(struct xdp_md *ctx)
 {
@@ -469,7 +471,7 @@ int fastpath_lan(struct xdp_md *ctx)
 	if (in.proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
-		if ((void *)(ip6 + 1) > data_end)
+		if ((void *)(ip6 + 1) > data_end || !ipv6_forwardable(ip6))
 			return XDP_PASS;
 		fib_forward6(&fib, ip6, ctx->ingress_ifindex);
 	} else {

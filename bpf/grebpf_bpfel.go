@@ -156,6 +156,7 @@ const (
 	GrebpfMapEndpoints     = "endpoints"
 	GrebpfMapIfaceAddrs    = "iface_addrs"
 	GrebpfMapIfaceAddrs6   = "iface_addrs6"
+	GrebpfMapLocalAddrs6   = "local_addrs6"
 	GrebpfMapPathMtus      = "path_mtus"
 	GrebpfMapPeers         = "peers"
 	GrebpfMapReasonStats   = "reason_stats"
@@ -234,6 +235,7 @@ type GrebpfMapSpecs struct {
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	IfaceAddrs  *ebpf.MapSpec `ebpf:"iface_addrs"`
 	IfaceAddrs6 *ebpf.MapSpec `ebpf:"iface_addrs6"`
+	LocalAddrs6 *ebpf.MapSpec `ebpf:"local_addrs6"`
 	PathMtus    *ebpf.MapSpec `ebpf:"path_mtus"`
 	Peers       *ebpf.MapSpec `ebpf:"peers"`
 	ReasonStats *ebpf.MapSpec `ebpf:"reason_stats"`
@@ -278,6 +280,7 @@ type GrebpfMaps struct {
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	IfaceAddrs  *ebpf.Map `ebpf:"iface_addrs"`
 	IfaceAddrs6 *ebpf.Map `ebpf:"iface_addrs6"`
+	LocalAddrs6 *ebpf.Map `ebpf:"local_addrs6"`
 	PathMtus    *ebpf.Map `ebpf:"path_mtus"`
 	Peers       *ebpf.Map `ebpf:"peers"`
 	ReasonStats *ebpf.Map `ebpf:"reason_stats"`
@@ -294,6 +297,7 @@ func (m *GrebpfMaps) Close() error {
 		m.Endpoints,
 		m.IfaceAddrs,
 		m.IfaceAddrs6,
+		m.LocalAddrs6,
 		m.PathMtus,
 		m.Peers,
 		m.ReasonStats,

@@ -76,6 +76,13 @@ func ipv6Side(tb testing.TB, link tunnel.Link) {
 	must(tb, netlink.RouteAdd(&netlink.Route{LinkIndex: gre.Attrs().Index, Dst: &net.IPNet{IP: lan2Host6.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}}))
 }
 
+// ipv6Sources is what the loader gives the programs as ICMP sources in
+// ipv6Side's namespace: v4 for IPv4, lan0's and gre1's IPv6 addresses.
+func ipv6Sources(v4 map[uint32]netip.Addr, lan int, link tunnel.Link) maps.ICMPSources {
+	return maps.ICMPSources{V4: v4, V6: map[uint32]netip.Addr{uint32(lan): r1LAN6, link.Ifindex: overlay6R1},
+		Local6: []netip.Addr{r1LAN6, overlay6R1}}
+}
+
 // TestDecapIPv6: GRE type 0x86dd carries IPv6, delivered to the tunnel
 // interface as an IPv6 frame; its header is checked as IPv4's is.
 func TestDecapIPv6(t *testing.T) {
@@ -342,7 +349,7 @@ func TestEncapPacketTooBig(t *testing.T) {
 			tun := testTunnel(nil, link, tunnel.RPStrict)
 			objs := loadOn(t, tun)
 			m := &objs.GrebpfMaps
-			must(t, maps.SetICMPSources(m, lanAddrs(t), map[uint32]netip.Addr{uint32(lan): r1LAN6, link.Ifindex: overlay6R1}))
+			must(t, maps.SetICMPSources(m, ipv6Sources(lanAddrs(t), lan, link)))
 			setPathMTU(t, m, tun, c.pmtu, pmtuExpires)
 			var inner []byte
 			if c.inner != nil {

@@ -268,7 +268,7 @@ func TestEncapFragNeeded(t *testing.T) {
 			tun := testTunnel(c.key, link, tunnel.RPStrict)
 			objs := loadOn(t, tun)
 			m := &objs.GrebpfMaps
-			must(t, maps.SetICMPSources(m, lanAddrs(t), nil))
+			must(t, maps.SetICMPSources(m, maps.ICMPSources{V4: lanAddrs(t)}))
 			if c.pmtu != 0 {
 				left := pmtuExpires
 				if c.expired {

@@ -58,8 +58,9 @@ func setSysctls(spec *ebpf.CollectionSpec) error {
 // from their overlay address, which the tunnels map holds. For IPv6, every
 // device's first global address (unique-local included), tunnel
 // interfaces too, as source selection prefers an address of the outgoing
-// device with the scope of a global destination. Devices gone since the
-// last attach are forgotten.
+// device with the scope of a global destination, and every address that
+// is not link-local, to tell senders on this host. Devices and addresses
+// gone since the last attach are forgotten.
 func fillICMPSources(m *bpf.GrebpfMaps) error {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
@@ -69,7 +70,7 @@ func fillICMPSources(m *bpf.GrebpfMaps) error {
 	if err != nil {
 		return err
 	}
-	srcs, srcs6 := map[uint32]netip.Addr{}, map[uint32]netip.Addr{}
+	srcs := maps.ICMPSources{V4: map[uint32]netip.Addr{}, V6: map[uint32]netip.Addr{}}
 	for _, a := range addrs {
 		idx := uint32(a.LinkIndex)
 		ip, ok := netip.AddrFromSlice(a.IP)
@@ -77,13 +78,19 @@ func fillICMPSources(m *bpf.GrebpfMaps) error {
 			continue
 		}
 		if ip = ip.Unmap(); ip.Is4() {
-			if _, ok := srcs[idx]; ok || slices.Contains(own, a.LinkIndex) || a.Scope == unix.RT_SCOPE_HOST || a.Flags&unix.IFA_F_SECONDARY != 0 {
+			if _, ok := srcs.V4[idx]; ok || slices.Contains(own, a.LinkIndex) || a.Scope == unix.RT_SCOPE_HOST || a.Flags&unix.IFA_F_SECONDARY != 0 {
 				continue
 			}
-			srcs[idx] = ip
-		} else if _, ok := srcs6[idx]; !ok && a.Scope == unix.RT_SCOPE_UNIVERSE && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DEPRECATED|unix.IFA_F_DADFAILED) == 0 {
-			srcs6[idx] = ip
+			srcs.V4[idx] = ip
+			continue
+		}
+		if ip.IsLinkLocalUnicast() {
+			continue
+		}
+		srcs.Local6 = append(srcs.Local6, ip)
+		if _, ok := srcs.V6[idx]; !ok && a.Scope == unix.RT_SCOPE_UNIVERSE && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DEPRECATED|unix.IFA_F_DADFAILED) == 0 {
+			srcs.V6[idx] = ip
 		}
 	}
-	return maps.SetICMPSources(m, srcs, srcs6)
+	return maps.SetICMPSources(m, srcs)
 }

@@ -377,34 +377,48 @@ func WriteAttachment(m *Maps, a Attachment) error {
 	return m.Attachments.Put(uint32(0), a)
 }
 
-// SetICMPSources makes the iface_addrs and iface_addrs6 maps hold exactly
-// srcs: the address ICMP and ICMPv6 errors leave from, per device
-// ifindex.
-func SetICMPSources(m *Maps, srcs, srcs6 map[uint32]netip.Addr) error {
+// ICMPSources is what the programs answer ICMP and ICMPv6 errors from:
+// per device ifindex, the IPv4 and the IPv6 address errors routed out of
+// it leave from; and every IPv6 address of the namespace but link-local
+// ones, which tell a sender on this host.
+type ICMPSources struct {
+	V4, V6 map[uint32]netip.Addr
+	Local6 []netip.Addr
+}
+
+// SetICMPSources makes the iface_addrs, iface_addrs6 and local_addrs6
+// maps hold exactly srcs.
+func SetICMPSources(m *Maps, srcs ICMPSources) error {
 	v4 := map[uint32]uint32{}
-	for k, a := range srcs {
+	for k, a := range srcs.V4 {
 		v4[k] = be32(a)
 	}
 	v6 := map[uint32][16]byte{}
-	for k, a := range srcs6 {
+	for k, a := range srcs.V6 {
 		v6[k] = a.As16()
+	}
+	local := map[[16]byte]uint8{}
+	for _, a := range srcs.Local6 {
+		local[a.As16()] = 1
 	}
 	if err := holdExactly(m.IfaceAddrs, v4, "IPv4"); err != nil {
 		return err
 	}
-	return holdExactly(m.IfaceAddrs6, v6, "IPv6")
+	if err := holdExactly(m.IfaceAddrs6, v6, "IPv6"); err != nil {
+		return err
+	}
+	return holdExactly(m.LocalAddrs6, local, "IPv6")
 }
 
-// holdExactly makes the map by ifindex mp hold exactly want, of the
-// family named.
-func holdExactly[V comparable](mp *ebpf.Map, want map[uint32]V, family string) error {
+// holdExactly makes mp hold exactly want, addresses of the family named.
+func holdExactly[K, V comparable](mp *ebpf.Map, want map[K]V, family string) error {
 	if len(want) > int(mp.MaxEntries()) {
-		return fmt.Errorf("%d devices have %s addresses; grebpf answers ICMP through at most %d: split them over namespaces",
+		return fmt.Errorf("this namespace has %d %s addresses to answer ICMP from; grebpf holds at most %d: split them over namespaces",
 			len(want), family, mp.MaxEntries())
 	}
-	var k uint32
+	var k K
 	var v V
-	var stale []uint32
+	var stale []K
 	it := mp.Iterate()
 	for it.Next(&k, &v) {
 		if a, ok := want[k]; !ok || a != v {
@@ -416,12 +430,12 @@ func holdExactly[V comparable](mp *ebpf.Map, want map[uint32]V, family string) e
 	}
 	for _, k := range stale {
 		if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete %s ICMP source of ifindex %d: %w", family, k, err)
+			return fmt.Errorf("delete %s ICMP source %v: %w", family, k, err)
 		}
 	}
 	for k, a := range want {
 		if err := mp.Put(k, a); err != nil {
-			return fmt.Errorf("write %s ICMP source of ifindex %d: %w", family, k, err)
+			return fmt.Errorf("write %s ICMP source %v: %w", family, k, err)
 		}
 	}
 	return nil

@@ -106,8 +106,7 @@ static __always_inline int inner_source_ok6(void *ctx, const struct ipv6hdr *inn
 {
 	struct bpf_fib_lookup fib = {};
 
-	if (ep->rp_filter == RP_OFF ||
-	    (inner->saddr.in6_u.u6_addr16[0] & bpf_htons(0xffc0)) == bpf_htons(0xfe80))
+	if (ep->rp_filter == RP_OFF || ipv6_link_local(&inner->saddr))
 		return 1;
 	fib.family = AF_INET6;
 	fib.l4_protocol = inner->nexthdr;

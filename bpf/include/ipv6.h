@@ -46,3 +46,17 @@ static __always_inline int ipv6_unicast_source(const struct in6_addr *a)
 		return 1;
 	return a->in6_u.u6_addr32[3] != 0 && a->in6_u.u6_addr32[3] != bpf_htonl(1);
 }
+
+static __always_inline int ipv6_link_local(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr16[0] & bpf_htons(0xffc0)) == bpf_htons(0xfe80);
+}
+
+/* Whether ip6_forward would forward ip6 at all: never a link-local source
+ * or destination (it answers "beyond scope"), never multicast. What it
+ * would not forward is left to it. */
+static __always_inline int ipv6_forwardable(const struct ipv6hdr *ip6)
+{
+	return !ipv6_link_local(&ip6->saddr) && !ipv6_link_local(&ip6->daddr) &&
+	       ip6->daddr.in6_u.u6_addr8[0] != 0xff && ip6->saddr.in6_u.u6_addr8[0] != 0xff;
+}

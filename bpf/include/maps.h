@@ -97,6 +97,17 @@ struct {
 	__type(value, struct in6_addr);
 } iface_addrs6 SEC(".maps");
 
+/* Every IPv6 address of the namespace but link-local ones: a sender with
+ * one of them is this host, whose ICMPv6 errors go back into the stack.
+ * (The FIB cannot say: it answers "not forwarded" alike for a local
+ * address and for no route.) Filled by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_IFACE_ADDRS);
+	__type(key, struct in6_addr);
+	__type(value, __u8);
+} local_addrs6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);

@@ -299,7 +299,8 @@ static __always_inline int icmp6_may_answer(struct __sk_buff *skb, const struct 
 /* send_frag_needed for an inner IPv6 packet: turns skb into the "packet
  * too big" icmp6_send would send its sender, with the tunnel MTU, and
  * sends it the same ways. Its source is the address of the device the
- * route back leaves through (iface_addrs6), hop limit the namespace's,
+ * route back leaves through (iface_addrs6), or for a sender on this host
+ * the sender's own address; hop limit the namespace's,
  * traffic class 0, flow label from the packet's flow hash (the kernel
  * labels it from a hash of its own). */
 static __always_inline int send_pkt_too_big(struct __sk_buff *skb, const struct tunnel *t,
@@ -313,7 +314,7 @@ static __always_inline int send_pkt_too_big(struct __sk_buff *skb, const struct 
 	struct scratch *s;
 	__u32 zero = 0, q = inner_len, out, seed;
 	int local = 0;
-	long rc;
+	long rc = 0;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &orig, sizeof(orig)))
 		return TC_ACT_SHOT;
@@ -325,24 +326,26 @@ static __always_inline int send_pkt_too_big(struct __sk_buff *skb, const struct 
 	if (q < sizeof(orig))
 		return TC_ACT_SHOT;
 
-	fib.family = AF_INET6;
-	in6_copy(fib.ipv6_src, &orig.daddr);
-	in6_copy(fib.ipv6_dst, &orig.saddr);
-	fib.l4_protocol = IPPROTO_ICMPV6;
-	fib.tot_len = sizeof(orig) + sizeof(h.icmp) + q;
-	fib.ifindex = t->ifindex;
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED || rc == BPF_FIB_LKUP_RET_FWD_DISABLED) {
+	/* A sender on this host: one of its addresses, or link-local
+	 * (nothing forwards from one). */
+	if (ipv6_link_local(&orig.saddr) || bpf_map_lookup_elem(&local_addrs6, &orig.saddr)) {
 		local = 1;
 		h.src = orig.saddr;
-	} else if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+	} else {
+		fib.family = AF_INET6;
+		in6_copy(fib.ipv6_src, &orig.daddr);
+		in6_copy(fib.ipv6_dst, &orig.saddr);
+		fib.l4_protocol = IPPROTO_ICMPV6;
+		fib.tot_len = sizeof(orig) + sizeof(h.icmp) + q;
+		fib.ifindex = t->ifindex;
+		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+			return TC_ACT_SHOT; /* no route back: icmp6_send sends nothing either */
 		out = fib.ifindex;
 		src = bpf_map_lookup_elem(&iface_addrs6, &out);
 		if (!src)
 			return TC_ACT_SHOT;
 		h.src = *src;
-	} else {
-		return TC_ACT_SHOT;
 	}
 	h.dst = orig.saddr;
 	h.len = bpf_htonl(sizeof(h.icmp) + q);

@@ -85,6 +85,8 @@ func TestPathMTU(t *testing.T) {
 			t.Run("tcp", func(t *testing.T) {
 				t.Logf("lan1 → lan2: %s", tcpThrough(t, "lan1", "lan2", "172.16.200.1"))
 				t.Logf("lan2 → lan1: %s", tcpThrough(t, "lan2", "lan1", "172.16.100.1"))
+				t.Logf("lan1 → lan2 over IPv6: %s", tcpThrough(t, "lan1", "lan2", "2001:db8:200::1"))
+				t.Logf("lan2 → lan1 over IPv6: %s", tcpThrough(t, "lan2", "lan1", "2001:db8:100::1"))
 			})
 			t.Run("forwarded sender", func(t *testing.T) {
 				in(t, "lan1", "ip", "route", "flush", "cache")
@@ -104,6 +106,18 @@ func TestPathMTU(t *testing.T) {
 				if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1348"); r.code != 0 {
 					t.Errorf("1376-byte DF ping failed:\n%s%s", r.out, r.stderr)
 				}
+				// IPv6: "packet too big" with the same tunnel MTU.
+				in(t, "lan1", "ip", "-6", "route", "flush", "cache")
+				r = dfPing(t, "lan1", "2001:db8:200::1", 1428)
+				if !strings.Contains(r.out, "From 2001:db8:100::254") || !strings.Contains(r.out, "Packet too big: mtu=1376") {
+					t.Errorf("1476-byte IPv6 ping over a 1400-byte hop: want packet too big (mtu=1376) from r1, got:\n%s%s", r.out, r.stderr)
+				}
+				if s := stats(t, "r1"); s.reason("packet-too-big") == 0 {
+					t.Errorf("r1 counted no packet-too-big")
+				}
+				if r := ping(t, "lan1", "2001:db8:200::1", "-M", "do", "-s", "1328"); r.code != 0 {
+					t.Errorf("1376-byte IPv6 ping failed:\n%s%s", r.out, r.stderr)
+				}
 			})
 			t.Run("sender on the router", func(t *testing.T) {
 				r := dfPing(t, "r1", "172.16.200.1", 1448)
@@ -113,12 +127,24 @@ func TestPathMTU(t *testing.T) {
 				if got := in(t, "r1", "ip", "route", "get", "172.16.200.1"); !strings.Contains(got, "mtu 1376") {
 					t.Errorf("r1's route cache after the ICMP: %s, want mtu 1376 (as ip_gre leaves it)", got)
 				}
+				r = dfPing(t, "r1", "2001:db8:200::1", 1428)
+				if !strings.Contains(r.out+r.stderr, "mtu=1376") && !strings.Contains(r.out+r.stderr, "mtu: 1376") {
+					t.Errorf("r1's own IPv6 ping: want told mtu 1376, got:\n%s%s", r.out, r.stderr)
+				}
+				if got := in(t, "r1", "ip", "-6", "route", "get", "2001:db8:200::1"); !strings.Contains(got, "mtu 1376") {
+					t.Errorf("r1's IPv6 route cache after the ICMPv6: %s, want mtu 1376", got)
+				}
 			})
 			t.Run("wan mtu lowered after attach", func(t *testing.T) {
 				in(t, "lan2", "ip", "route", "flush", "cache")
 				r := dfPing(t, "lan2", "172.16.100.1", 1448)
 				if !strings.Contains(r.out, "From 172.16.200.254") || !strings.Contains(r.out, "Frag needed and DF set (mtu = 1376)") {
 					t.Errorf("1476-byte DF ping from lan2: want frag needed (mtu = 1376) from r2, got:\n%s%s", r.out, r.stderr)
+				}
+				in(t, "lan2", "ip", "-6", "route", "flush", "cache")
+				r = dfPing(t, "lan2", "2001:db8:100::1", 1428)
+				if !strings.Contains(r.out, "From 2001:db8:200::254") || !strings.Contains(r.out, "Packet too big: mtu=1376") {
+					t.Errorf("1476-byte IPv6 ping from lan2: want packet too big (mtu=1376) from r2, got:\n%s%s", r.out, r.stderr)
 				}
 			})
 		})

@@ -213,6 +213,8 @@ func captureOn(t *testing.T, ns, dev, filter string, fn func()) []string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Gone however the test ends, a failure inside fn included.
+	t.Cleanup(func() { cmd.Process.Kill() })
 	ready := bufio.NewScanner(stderr)
 	for ready.Scan() && !strings.Contains(ready.Text(), "listening on") {
 	}

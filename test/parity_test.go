@@ -153,6 +153,7 @@ func captureOne(t *testing.T, ns, dev, filter string, fn func()) []byte {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cmd.Process.Kill() })
 	buf := make([]byte, 4096)
 	var seen string
 	for !strings.Contains(seen, "listening on") {

@@ -65,3 +65,40 @@ func TestBench(t *testing.T) {
 		t.Errorf("routing's ratio to itself is %v", results[1].Ratio)
 	}
 }
+
+// IPv6 inside the tunnels: the generator's UDP over IPv6 crosses each
+// tunnel mode (the fast path's programs run for every packet delivered),
+// TCP over IPv6 gets through, and the modes without a tunnel say why
+// they cannot run.
+func TestBenchIPv6(t *testing.T) {
+	testutil.NeedRoot(t)
+	var out strings.Builder
+	err := run([]string{"bench", "--inner", "ipv6", "--mode", "routing,grebpf-tc-tc,grebpf-fastpath", "--rounds", "1",
+		"--duration", "1s", "--tcp", "1s", "--flows", "64", "--prog-stats", "--json"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var results []bench.Result
+	if err := json.Unmarshal([]byte(out.String()), &results); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if len(results) != 3 || results[0].Unavailable == "" {
+		t.Fatalf("results %+v: want routing unavailable, then two tunnel modes", results)
+	}
+	for _, r := range results[1:] {
+		runs := map[string]uint64{}
+		for _, c := range r.Programs {
+			runs[c.Name] = c.Runs
+		}
+		if r.Delivered == 0 || r.Delivered > r.Generated || runs["sink_xdp"] < r.Delivered {
+			t.Errorf("%s: delivered %d of %d generated, sink ran %d times", r.Mode, r.Delivered, r.Generated, runs["sink_xdp"])
+		}
+		if r.Mode == "grebpf-fastpath" && (runs["fastpath_lan"] < r.Delivered || runs["fastpath_wan"] < r.Delivered) {
+			t.Errorf("fast path: fastpath_lan ran %d times, fastpath_wan %d, for %d delivered",
+				runs["fastpath_lan"], runs["fastpath_wan"], r.Delivered)
+		}
+		if r.TCPGbps < 0.01 {
+			t.Errorf("%s: TCP over IPv6 %.3f Gbit/s: it does not get through", r.Mode, r.TCPGbps)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -176,6 +177,30 @@ func attachBoth(t *testing.T, extra ...string) {
 var hopRE = regexp.MustCompile(`^\s*(\d+)\s+(.*)$`)
 
 // traceroute returns one string per hop: the answering address, or "*".
+// seedTraceroutes are the lab's traceroutes across the tunnel, both ways,
+// over IPv4 and IPv6: the sender's router, the far end of the tunnel, the
+// host.
+var seedTraceroutes = []struct {
+	from, to string
+	want     []string
+}{
+	{"lan1", "172.16.200.1", []string{"172.16.100.254", "192.168.1.2", "172.16.200.1"}},
+	{"lan2", "172.16.100.1", []string{"172.16.200.254", "192.168.1.1", "172.16.100.1"}},
+	{"lan1", "2001:db8:200::1", []string{"2001:db8:100::254", "fd00:1::2", "2001:db8:200::1"}},
+	{"lan2", "2001:db8:100::1", []string{"2001:db8:200::254", "fd00:1::1", "2001:db8:100::1"}},
+}
+
+// checkSeedTraceroutes runs seedTraceroutes; what tells the mode apart in
+// a failure.
+func checkSeedTraceroutes(t *testing.T, what string) {
+	t.Helper()
+	for _, c := range seedTraceroutes {
+		if got := traceroute(t, c.from, c.to, 5); !slices.Equal(got, c.want) {
+			t.Errorf("%s: traceroute %s → %s: %v, want %v", what, c.from, c.to, got, c.want)
+		}
+	}
+}
+
 func traceroute(t *testing.T, from, to string, maxHops int) []string {
 	t.Helper()
 	out := in(t, from, "traceroute", "-n", "-q", "1", "-w", "1", "-m", fmt.Sprint(maxHops), to)

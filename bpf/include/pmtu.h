@@ -160,6 +160,21 @@ static __always_inline enum reason pmtu_learn_skb(struct __sk_buff *skb, __u32 o
 	return s ? pmtu_note(s, len, to) : REASON_NOT_GRE;
 }
 
+/* Sends the ICMP or ICMPv6 error skb now holds (eth its MAC header) back
+ * to the sender: for a sender on this host, into the stack on the tunnel
+ * interface (the frame is still addressed to it); otherwise where the
+ * route back leads (rc and fib, the lookup's answer). */
+static __always_inline int icmp_send_back(struct __sk_buff *skb, const struct tunnel *t, int local,
+					  long rc, const struct bpf_fib_lookup *fib, struct ethhdr *eth)
+{
+	if (local)
+		return bpf_redirect(t->ifindex, BPF_F_INGRESS);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
+	eth_write_macs(eth, fib->dmac, fib->smac);
+	return bpf_redirect(fib->ifindex, 0);
+}
+
 /* Turns skb, an inner IPv4 packet of inner_len bytes behind an Ethernet
  * header that the tunnel cannot carry (the tunnel MTU is mtu), into the
  * "fragmentation needed" icmp_send would send its sender, and sends it:
@@ -249,13 +264,7 @@ static __always_inline int send_frag_needed(struct __sk_buff *skb, const struct 
 	ip->daddr = orig.saddr;
 	ip->check = ipv4_csum(ip);
 
-	if (local)
-		/* The frame is still addressed to the tunnel interface. */
-		return bpf_redirect(t->ifindex, BPF_F_INGRESS);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
-	eth_write_macs(eth, fib.dmac, fib.smac);
-	return bpf_redirect(fib.ifindex, 0);
+	return icmp_send_back(skb, t, local, rc, &fib, eth);
 }
 
 #define ICMPV6_PKT_TOOBIG 2
@@ -375,10 +384,5 @@ static __always_inline int send_pkt_too_big(struct __sk_buff *skb, const struct 
 	ip6->saddr = h.src;
 	ip6->daddr = h.dst;
 
-	if (local)
-		return bpf_redirect(t->ifindex, BPF_F_INGRESS);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
-	eth_write_macs(eth, fib.dmac, fib.smac);
-	return bpf_redirect(fib.ifindex, 0);
+	return icmp_send_back(skb, t, local, rc, &fib, eth);
 }

@@ -16,17 +16,21 @@ import (
 	"github.com/gopacket/gopacket/layers"
 )
 
+// linkStat reads one of the kernel's counters of dev in ns
+// (/sys/class/net/DEV/statistics/NAME).
+func linkStat(t *testing.T, ns, dev, name string) uint64 {
+	t.Helper()
+	v, err := strconv.ParseUint(strings.TrimSpace(in(t, ns, "cat", "/sys/class/net/"+dev+"/statistics/"+name)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // linkCounters reads the kernel's packet counters of dev in ns.
 func linkCounters(t *testing.T, ns, dev string) (rx, tx uint64) {
 	t.Helper()
-	read := func(name string) uint64 {
-		v, err := strconv.ParseUint(strings.TrimSpace(in(t, ns, "cat", "/sys/class/net/"+dev+"/statistics/"+name)), 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-	return read("rx_packets"), read("tx_packets")
+	return linkStat(t, ns, dev, "rx_packets"), linkStat(t, ns, dev, "tx_packets")
 }
 
 // The tunnel is an interface: it holds the overlay address point to point,

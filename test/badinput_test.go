@@ -20,11 +20,14 @@ func TestBadInput(t *testing.T) {
 	grebpf(t, attachArgs("r2")...)
 	before := snapshot(t, "r1", "wan1") + snapshot(t, "r2", "wan2")
 
+	// replace sets the first occurrence of flag (the IPv4 route, of the
+	// two --route flags).
 	replace := func(args []string, flag, val string) []string {
 		out := append([]string(nil), args...)
 		for i := range out {
 			if out[i] == flag {
 				out[i+1] = val
+				break
 			}
 		}
 		return out

@@ -164,7 +164,21 @@ func attachArgs(router string, extra ...string) []string {
 		}
 		a = append(a, e)
 	}
-	return a
+	// Full: a caller's append copies instead of writing into another's.
+	return slices.Clip(a)
+}
+
+// withoutFlag is args without each occurrence of flag and its value.
+func withoutFlag(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
 
 // attachBoth attaches r2 then r1 (decap live before the peer encapsulates).

@@ -171,6 +171,7 @@ func TestStableIdentity(t *testing.T) {
 		}
 		return s.Tunnels[0].TxPackets, s.Tunnels[0].RxPackets
 	}
+	tunnelsQuiet(t)
 	tx, rx := counters()
 	grebpf(t, "--netns", "r1", "attach", "--config", one)
 	if tx2, rx2 := counters(); tx2 != tx || rx2 != rx || tx < 5 {
@@ -246,8 +247,7 @@ func TestRoutingDaemons(t *testing.T) {
 		t.Run(proto, func(t *testing.T) {
 			labUp(t)
 			for _, r := range []string{"r2", "r1"} {
-				args := attachArgs(r)
-				grebpf(t, args[:len(args)-2]...) // no --route: the daemons bring them
+				grebpf(t, withoutFlag(attachArgs(r), "--route")...) // the daemons bring the routes
 			}
 			in(t, "r2", "ip", "addr", "add", "10.50.0.1/24", "dev", "lo")
 			conf := map[string]string{

@@ -125,15 +125,24 @@ func TestTunnel(t *testing.T) {
 	}
 }
 
-// tunnelsQuiet waits until the lab's tunnels carry nothing for a second:
-// a tunnel interface that runs IPv6 sends its MLD reports (twice, a
-// second apart) when it comes up and takes addresses, as ip_gre's does.
-func tunnelsQuiet(t *testing.T) {
+// tunnelsQuiet waits until the tunnels of the routers given (r1 and r2
+// when none) carry nothing for a second: a tunnel interface that runs
+// IPv6 sends its MLD reports (twice, a second apart) when it comes up and
+// takes addresses, as ip_gre's does. A test that counts packets exactly
+// starts after them.
+func tunnelsQuiet(t *testing.T, routers ...string) {
 	t.Helper()
+	if len(routers) == 0 {
+		routers = []string{"r1", "r2"}
+	}
 	moved := func() string {
 		var sum uint64
-		for _, r := range []string{"r1", "r2"} {
-			for _, tu := range stats(t, r).Tunnels {
+		for _, r := range routers {
+			var s statsJSON
+			if err := json.Unmarshal([]byte(grebpf(t, "--netns", r, "stats", "--json")), &s); err != nil {
+				t.Fatal(err)
+			}
+			for _, tu := range s.Tunnels {
 				sum += tu.TxPackets + tu.RxPackets
 			}
 		}

@@ -146,6 +146,10 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 				continue
 			}
 			addr := &netlink.Addr{IPNet: hostNet(a[0]), Peer: hostNet(a[1])}
+			if a[0].Is6() {
+				// Not tentative, so the routes with it as src go in at once.
+				addr.Flags = unix.IFA_F_NODAD
+			}
 			if err := netlink.AddrAdd(g, addr); err != nil {
 				return rep, fmt.Errorf("add %s peer %s to %s: %w", a[0], a[1], t.Name, err)
 			}

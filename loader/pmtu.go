@@ -62,7 +62,7 @@ func setSysctls(spec *ebpf.CollectionSpec) error {
 // is not link-local, to tell senders on this host. Devices and addresses
 // gone since the last attach are forgotten.
 func fillICMPSources(m *bpf.GrebpfMaps) error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := routing.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}

@@ -99,14 +99,14 @@ static __always_inline int inner_source_ok(void *ctx, const struct iphdr *inner,
 }
 
 /* The same for IPv6, where the kernel has no rp_filter of its own. A
- * link-local source is on the tunnel's link by definition (and the stack
- * never forwards it), so it passes. */
+ * link-local or unspecified source is on the tunnel's link by definition
+ * (and the stack never forwards it), so it passes. */
 static __always_inline int inner_source_ok6(void *ctx, const struct ipv6hdr *inner,
 					    const struct endpoint *ep)
 {
 	struct bpf_fib_lookup fib = {};
 
-	if (ep->rp_filter == RP_OFF || ipv6_link_local(&inner->saddr))
+	if (ep->rp_filter == RP_OFF || ipv6_on_link_source(&inner->saddr))
 		return 1;
 	fib.family = AF_INET6;
 	fib.l4_protocol = inner->nexthdr;

@@ -52,11 +52,19 @@ static __always_inline int ipv6_link_local(const struct in6_addr *a)
 	return (a->in6_u.u6_addr16[0] & bpf_htons(0xffc0)) == bpf_htons(0xfe80);
 }
 
+/* A source that is the link's own: link-local, or unspecified (an MLD
+ * report sent before the link-local address exists, RFC 3590). */
+static __always_inline int ipv6_on_link_source(const struct in6_addr *a)
+{
+	return ipv6_link_local(a) ||
+	       !(a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] | a->in6_u.u6_addr32[3]);
+}
+
 /* Whether ip6_forward would forward ip6 at all: never a link-local source
  * or destination (it answers "beyond scope"), never multicast. What it
  * would not forward is left to it. */
 static __always_inline int ipv6_forwardable(const struct ipv6hdr *ip6)
 {
-	return !ipv6_link_local(&ip6->saddr) && !ipv6_link_local(&ip6->daddr) &&
+	return !ipv6_on_link_source(&ip6->saddr) && !ipv6_link_local(&ip6->daddr) &&
 	       ip6->daddr.in6_u.u6_addr8[0] != 0xff && ip6->saddr.in6_u.u6_addr8[0] != 0xff;
 }

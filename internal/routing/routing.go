@@ -29,6 +29,18 @@ const Proto netlink.RouteProtocol = 177
 // that it never takes over or deletes a device of someone else's.
 const Alias = "grebpf"
 
+// Dump runs a netlink dump again while the kernel reports it interrupted:
+// the set changed as it was read, as IPv6 adds link-local addresses and
+// routes when interfaces come up.
+func Dump[T any](list func() ([]T, error)) ([]T, error) {
+	for tries := 1; ; tries++ {
+		v, err := list()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || tries == 10 {
+			return v, err
+		}
+	}
+}
+
 // PeerName names a tunnel interface's veth peer.
 func PeerName(name string) string { return name + "p" }
 
@@ -71,7 +83,7 @@ func RouteDst(r netlink.Route) netip.Prefix {
 // packets. Addresses and routes on the devices in own (grebpf's tunnel
 // interfaces) are grebpf's.
 func Check(wan netlink.Link, tunnels []tunnel.Tunnel, routes []tunnel.Route, own ...int) error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
@@ -94,7 +106,9 @@ func Check(wan netlink.Link, tunnels []tunnel.Tunnel, routes []tunnel.Route, own
 			}
 		}
 	}
-	kernel, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	kernel, err := Dump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}
@@ -258,7 +272,7 @@ func overlayAddress(h *netlink.Handle, l netlink.Link, t tunnel.Tunnel) error {
 	if t.CarriesIPv6() {
 		want = append(want, &netlink.Addr{IPNet: host(t.Overlay6Local), Peer: host(t.Overlay6Remote)})
 	}
-	have, err := h.AddrList(l, netlink.FAMILY_ALL)
+	have, err := Dump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", t.Name, err)
 	}
@@ -450,9 +464,11 @@ func Routes(tunnels []tunnel.Tunnel, routes []tunnel.Route) error {
 
 // Ours lists the routes grebpf installed through the tunnels' interfaces.
 func Ours(tunnels []tunnel.Tunnel) ([]netlink.Route, error) {
-	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{Protocol: Proto, Table: unix.RT_TABLE_MAIN},
-		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	rs, err := Dump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_ALL,
+			&netlink.Route{Protocol: Proto, Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list grebpf routes: %w", err)
 	}

@@ -141,6 +141,11 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 		if err := routing.SetIPv6(t.Name, t.CarriesIPv6()); err != nil {
 			return rep, err
 		}
+		// Up before the addresses: on 6.1 an IPv6 address with a peer added
+		// to a down device never gets its peer route when the device comes up.
+		if err := netlink.LinkSetUp(g); err != nil {
+			return rep, fmt.Errorf("set %s up: %w", t.Name, err)
+		}
 		for _, a := range [][2]netip.Addr{{t.OverlayLocal, t.OverlayRemote}, {t.Overlay6Local, t.Overlay6Remote}} {
 			if !a[0].IsValid() {
 				continue
@@ -153,9 +158,6 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 			if err := netlink.AddrAdd(g, addr); err != nil {
 				return rep, fmt.Errorf("add %s peer %s to %s: %w", a[0], a[1], t.Name, err)
 			}
-		}
-		if err := netlink.LinkSetUp(g); err != nil {
-			return rep, fmt.Errorf("set %s up: %w", t.Name, err)
 		}
 		t.Link.Ifindex = uint32(g.Attrs().Index)
 		made = append(made, t)

@@ -23,12 +23,15 @@
 #include "fib.h"
 #include "pmtu.h"
 
-/* Enough linear data for Ethernet, outer IPv4 with options, GRE with
- * every option and the inner IPv6 (or IPv4) header. */
-#define DECAP_PULL_LEN (ETH_HLEN + 60 + GRE_MAX_HLEN + 40)
+/* Enough linear data for Ethernet, the longer outer header (IPv6 with
+ * destination options, IPv4 with options), GRE with every option and the
+ * inner IPv6 (or IPv4) header. */
+#define DECAP_PULL_LEN (ETH_HLEN + sizeof(struct ipv6hdr) + DSTOPT_SPACE + GRE_MAX_HLEN + 40)
 
-/* bpf_skb_adjust_room's flag that sets skb->protocol to IPv6 on
- * decapsulation (Linux 6.3; the uapi headers here predate it). */
+/* bpf_skb_adjust_room's flags that set skb->protocol to the inner
+ * packet's on decapsulation (Linux 6.3; the uapi headers here predate
+ * them). */
+#define ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
 #define ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
 
 /* The MAC header as words: a byte-wise memcpy is what clang emits for an
@@ -121,8 +124,8 @@ static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 	long rc = -1;
 
 	r = decap_classify(data, data_end, data_end - data, &d);
-	if (d.icmp_len)
-		r = pmtu_learn_xdp(ctx, d.icmp_off, d.icmp_len, d.icmp_to);
+	if (d.icmp.len)
+		r = pmtu_learn_xdp(ctx, &d.icmp);
 	if (r == REASON_NONE && d.gre_csum) {
 		struct scratch *s = scratch_xdp(ctx, d.gre_off, d.gre_len);
 
@@ -213,25 +216,30 @@ int to_tunnel_tc(struct __sk_buff *skb)
 }
 
 /* Strips d->strip bytes after the MAC header of an skb. FIXED_GSO keeps
- * a GRO'd packet's segment size; IPv4 in IPv4 keeps skb->protocol. For
- * IPv6 inside, skb->protocol must become IPv6 before the packet goes on,
- * or a GSO packet is segmented as IPv4 on its way (TCP over IPv6 moved
- * 0.01 Gbit/s on 6.1 without this). 6.3's DECAP_L3_IPV6 does that in the
- * strip; older kernels refuse the flag, and bpf_skb_change_proto does it
- * there, pushing the 20 bytes an IPv6 header has more than an IPv4 one
- * before the outer header, which the strip then takes too (it leaves
+ * a GRO'd packet's segment size; an inner packet of the outer header's
+ * family keeps skb->protocol. Otherwise skb->protocol must become the
+ * inner packet's before it goes on, or a GSO packet is segmented as the
+ * outer family on its way (TCP over IPv6 in IPv4 moved 0.01 Gbit/s on 6.1
+ * without this). 6.3's DECAP_L3 flags do that in the strip; older kernels
+ * refuse them, and bpf_skb_change_proto does it there, pushing (IPv4 to
+ * IPv6) or popping (IPv6 to IPv4) the 20 bytes the two headers differ by
+ * at the outer header, which the strip then adjusts for (it leaves
  * gso_size alone since 5.14). */
 static __always_inline int strip_tc(struct __sk_buff *skb, const struct decap *d)
 {
-	if (!d->inner_v6)
-		return bpf_skb_adjust_room(skb, -(__s32)d->strip, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO);
-	if (!bpf_skb_adjust_room(skb, -(__s32)d->strip, BPF_ADJ_ROOM_MAC,
-				 BPF_F_ADJ_ROOM_FIXED_GSO | ADJ_ROOM_DECAP_L3_IPV6))
+	const __s32 diff = sizeof(struct ipv6hdr) - sizeof(struct iphdr);
+	__s32 strip = d->strip;
+
+	if (d->inner_v6 == d->outer_v6)
+		return bpf_skb_adjust_room(skb, -strip, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO);
+	if (!bpf_skb_adjust_room(skb, -strip, BPF_ADJ_ROOM_MAC,
+				 BPF_F_ADJ_ROOM_FIXED_GSO |
+					 (d->inner_v6 ? ADJ_ROOM_DECAP_L3_IPV6 : ADJ_ROOM_DECAP_L3_IPV4)))
 		return 0;
-	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0))
+	if (bpf_skb_change_proto(skb, d->inner_v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP), 0))
 		return -1;
-	return bpf_skb_adjust_room(skb, -(__s32)(d->strip + sizeof(struct ipv6hdr) - sizeof(struct iphdr)),
-				   BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO);
+	return bpf_skb_adjust_room(skb, -(strip + (d->inner_v6 ? diff : -diff)), BPF_ADJ_ROOM_MAC,
+				   BPF_F_ADJ_ROOM_FIXED_GSO);
 }
 
 SEC("tc")
@@ -247,8 +255,8 @@ int decap_tc(struct __sk_buff *skb)
 
 	r = decap_classify((void *)(long)skb->data, (void *)(long)skb->data_end,
 			   skb->len, &d);
-	if (d.icmp_len)
-		r = pmtu_learn_skb(skb, d.icmp_off, d.icmp_len, d.icmp_to);
+	if (d.icmp.len)
+		r = pmtu_learn_skb(skb, &d.icmp);
 	/* GRO merges GRE packets only once their checksums are verified. */
 	if (r == REASON_NONE && d.gre_csum && skb->gso_segs <= 1) {
 		struct scratch *s = scratch_skb(skb, d.gre_off, d.gre_len);
@@ -313,8 +321,8 @@ int encap_tc(struct __sk_buff *skb)
 	struct tunnel *t;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__u32 segs, hlen, mtu, pmtu, len, need;
-	int gso, v6;
+	__u32 segs, hlen, mtu, pmtu, len, need, flowlabel = 0;
+	int gso, v6, outer6;
 	long rc;
 
 	t = bpf_map_lookup_elem(&tunnels, &dev);
@@ -341,6 +349,9 @@ int encap_tc(struct __sk_buff *skb)
 	segs = skb->gso_segs ? skb->gso_segs : 1;
 	gso = skb->gso_size != 0;
 	hlen = encap_len(t);
+	outer6 = !!(t->flags & TUNNEL_F_OUTER_V6);
+	if (outer6)
+		flowlabel = flowlabel_of(bpf_get_hash_recalc(skb));
 	/* The packet's size as ip_gre measures it: what the stack handed
 	 * over, whatever the header claims. */
 	len = skb->len - ETH_HLEN + hlen;
@@ -360,21 +371,28 @@ int encap_tc(struct __sk_buff *skb)
 		/* ip_gre's tnl_update_pmtu: IPv4 with DF gets "fragmentation
 		 * needed"; IPv6 gets "packet too big" unless the outer header
 		 * copies no DF (pmtudisc off) or the tunnel MTU would be below
-		 * IPv6's minimum. */
-		if (v6 && !(t->flags & TUNNEL_F_NOPMTUDISC) && mtu - hlen >= IPV6_MIN_MTU) {
+		 * IPv6's minimum. ip6gre answers every packet that does not
+		 * fit, DF or not, with the tunnel MTU raised to IPv6's minimum
+		 * for IPv6 (what then still does not fit, it would fragment). */
+		__u32 tmtu = mtu - hlen;
+
+		if (v6 && outer6 && tmtu < IPV6_MIN_MTU)
+			tmtu = IPV6_MIN_MTU;
+		if (v6 && len - hlen > tmtu &&
+		    (outer6 || (!(t->flags & TUNNEL_F_NOPMTUDISC) && tmtu >= IPV6_MIN_MTU))) {
 			struct ipv6hdr *ip6 = (void *)(long)skb->data + ETH_HLEN;
 
 			count_reason(REASON_PACKET_TOO_BIG);
 			if ((void *)(ip6 + 1) > (void *)(long)skb->data_end || !icmp6_may_answer(skb, ip6))
 				return TC_ACT_SHOT;
-			return send_pkt_too_big(skb, t, len - hlen, mtu - hlen);
+			return send_pkt_too_big(skb, t, len - hlen, tmtu);
 		}
-		if (!v6 && in.df) {
+		if (!v6 && (in.df || outer6)) {
 			ip = (void *)(long)skb->data + ETH_HLEN;
 			count_reason(REASON_FRAG_NEEDED);
 			if ((void *)(ip + 1) > (void *)(long)skb->data_end || !icmp_may_answer(skb, ip))
 				return TC_ACT_SHOT;
-			return send_frag_needed(skb, t, len - hlen, mtu - hlen);
+			return send_frag_needed(skb, t, len - hlen, tmtu);
 		}
 		if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
 			/* ip_gre would fragment the outer packet; a BPF
@@ -402,22 +420,22 @@ int encap_tc(struct __sk_buff *skb)
 	 * another tunnel. A single packet needs no GSO state, so it is
 	 * encapsulated without them; a GSO one cannot be, and is counted. */
 	if (bpf_skb_adjust_room(skb, hlen, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
-					BPF_F_ADJ_ROOM_ENCAP_L4_GRE) &&
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L4_GRE |
+					(outer6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)) &&
 	    (skb->gso_segs > 1 || bpf_skb_adjust_room(skb, hlen, BPF_ADJ_ROOM_MAC, 0))) {
 		count_reason(REASON_ENCAP_FAILED);
 		return TC_ACT_SHOT;
 	}
 	eth = (void *)(long)skb->data;
-	ip = (void *)(eth + 1);
-	if ((void *)ip + sizeof(*ip) + GRE_MAX_HLEN > (void *)(long)skb->data_end) {
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end ||
+	    encap_write(eth + 1, (void *)(long)skb->data_end, t, &in, skb->len - ETH_HLEN,
+			(t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0, flowlabel)) {
 		count_reason(REASON_ENCAP_FAILED);
 		return TC_ACT_SHOT;
 	}
-	encap_write(ip, t, &in, skb->len - ETH_HLEN, (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
-	eth->h_proto = bpf_htons(ETH_P_IP);
+	eth->h_proto = outer_proto(t);
 	if (t->flags & TUNNEL_F_OCSUM) {
-		__u32 off = ETH_HLEN + sizeof(*ip), glen = skb->len - off;
+		__u32 off = ETH_HLEN + outer_ip_len(t), glen = skb->len - off;
 		struct scratch *s = scratch_skb(skb, off, glen);
 		__u16 sum;
 
@@ -474,7 +492,7 @@ int fastpath_lan(struct xdp_md *ctx)
 	struct inner_hdr in;
 	struct iphdr *ip;
 	struct tunnel *t;
-	__u32 hlen, out;
+	__u32 hlen, out, flowlabel = 0;
 	long rc;
 
 	if ((void *)(eth + 1) > data_end || inner_read(eth + 1, data_end, eth->h_proto, &in) ||
@@ -516,37 +534,40 @@ int fastpath_lan(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	in.ttl--; /* what the outer header inherits is the forwarded packet's */
+	if (t->flags & TUNNEL_F_OUTER_V6)
+		flowlabel = flowlabel_of(inner_hash(eth + 1, data_end, in.proto));
 	if (bpf_xdp_adjust_head(ctx, -(int)hlen))
 		return XDP_PASS;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	eth = data;
-	ip = (void *)(eth + 1);
-	if ((void *)ip + sizeof(*ip) + GRE_MAX_HLEN > data_end)
-		return XDP_DROP; /* cannot happen: the inner header was there */
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
 	if (in.proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)ip + hlen;
+		struct ipv6hdr *ip6 = (void *)(eth + 1) + masked(hlen, 127);
 
 		if ((void *)(ip6 + 1) > data_end)
-			return XDP_DROP;
+			return XDP_DROP; /* cannot happen: the inner header was there */
 		ip6->hop_limit--;
 	} else {
-		struct iphdr *inner = (void *)ip + hlen;
+		struct iphdr *inner = (void *)(eth + 1) + masked(hlen, 127);
 
 		if ((void *)(inner + 1) > data_end)
 			return XDP_DROP;
 		ipv4_dec_ttl(inner);
 	}
 	eth_write_macs(eth, fib.dmac, fib.smac);
-	eth->h_proto = bpf_htons(ETH_P_IP);
-	encap_write(ip, t, &in, in.len + hlen, (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
+	eth->h_proto = outer_proto(t);
+	if (encap_write(eth + 1, data_end, t, &in, in.len + hlen,
+			(t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0, flowlabel))
+		return XDP_DROP;
 	if (t->flags & TUNNEL_F_OCSUM) {
-		__u32 glen = in.len + hlen - sizeof(*ip);
-		struct scratch *s = scratch_xdp(ctx, ETH_HLEN + sizeof(*ip), glen);
+		__u32 off = ETH_HLEN + outer_ip_len(t), glen = in.len + hlen - outer_ip_len(t);
+		struct scratch *s = scratch_xdp(ctx, off, glen);
 		__u16 *sum;
 
 		data = (void *)(long)ctx->data;
-		sum = data + ETH_HLEN + sizeof(*ip) + 4;
+		sum = data + masked(off + 4, 127);
 		if (!s || (void *)(sum + 1) > (void *)(long)ctx->data_end) {
 			count_reason(REASON_ENCAP_FAILED);
 			return XDP_DROP;

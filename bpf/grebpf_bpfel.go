@@ -42,8 +42,8 @@ type GrebpfEndpoint struct {
 
 type GrebpfEndpointKey struct {
 	_      structs.HostLayout
-	Local  uint32
-	Remote uint32
+	Local  GrebpfOuterAddr
+	Remote GrebpfOuterAddr
 	Key    uint32
 	Keyed  uint32
 }
@@ -56,6 +56,11 @@ type GrebpfIn6Addr struct {
 	}
 }
 
+type GrebpfOuterAddr struct {
+	_ structs.HostLayout
+	A [16]uint8
+}
+
 type GrebpfPathMtu struct {
 	_       structs.HostLayout
 	Mtu     uint32
@@ -65,8 +70,8 @@ type GrebpfPathMtu struct {
 
 type GrebpfPeerKey struct {
 	_      structs.HostLayout
-	Local  uint32
-	Remote uint32
+	Local  GrebpfOuterAddr
+	Remote GrebpfOuterAddr
 }
 
 type GrebpfReason uint32
@@ -121,14 +126,14 @@ const (
 
 type GrebpfTunnel struct {
 	_              structs.HostLayout
-	Local          uint32
-	Remote         uint32
+	Local          GrebpfOuterAddr
+	Remote         GrebpfOuterAddr
 	Key            uint32
 	Flags          uint32
 	Ttl            uint8
 	Tos            uint8
 	RpFilter       uint8
-	Pad            uint8
+	EncapLimit     uint8
 	Ifindex        uint32
 	WanIfindex     uint32
 	RxIfindex      uint32
@@ -152,29 +157,30 @@ type GrebpfTunnelCounters struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	GrebpfMapAttachments   = "attachments"
-	GrebpfMapEndpoints     = "endpoints"
-	GrebpfMapIfaceAddrs    = "iface_addrs"
-	GrebpfMapIfaceAddrs6   = "iface_addrs6"
-	GrebpfMapLocalAddrs6   = "local_addrs6"
-	GrebpfMapPathMtus      = "path_mtus"
-	GrebpfMapPeers         = "peers"
-	GrebpfMapReasonStats   = "reason_stats"
-	GrebpfMapScratch       = "scratch"
-	GrebpfMapSenders       = "senders"
-	GrebpfMapSeqnos        = "seqnos"
-	GrebpfMapTunnelStats   = "tunnel_stats"
-	GrebpfMapTunnels       = "tunnels"
-	GrebpfProgDecapTc      = "decap_tc"
-	GrebpfProgDecapXdp     = "decap_xdp"
-	GrebpfProgEncapTc      = "encap_tc"
-	GrebpfProgFastpathLan  = "fastpath_lan"
-	GrebpfProgFastpathWan  = "fastpath_wan"
-	GrebpfProgToTunnelTc   = "to_tunnel_tc"
-	GrebpfVarIcmp6HopLimit = "icmp6_hop_limit"
-	GrebpfVarIcmpTtl       = "icmp_ttl"
-	GrebpfVarPmtuExpiresNs = "pmtu_expires_ns"
-	GrebpfVarPmtuFloor     = "pmtu_floor"
+	GrebpfMapAttachments    = "attachments"
+	GrebpfMapEndpoints      = "endpoints"
+	GrebpfMapIfaceAddrs     = "iface_addrs"
+	GrebpfMapIfaceAddrs6    = "iface_addrs6"
+	GrebpfMapLocalAddrs6    = "local_addrs6"
+	GrebpfMapPathMtus       = "path_mtus"
+	GrebpfMapPeers          = "peers"
+	GrebpfMapReasonStats    = "reason_stats"
+	GrebpfMapScratch        = "scratch"
+	GrebpfMapSenders        = "senders"
+	GrebpfMapSeqnos         = "seqnos"
+	GrebpfMapTunnelStats    = "tunnel_stats"
+	GrebpfMapTunnels        = "tunnels"
+	GrebpfProgDecapTc       = "decap_tc"
+	GrebpfProgDecapXdp      = "decap_xdp"
+	GrebpfProgEncapTc       = "encap_tc"
+	GrebpfProgFastpathLan   = "fastpath_lan"
+	GrebpfProgFastpathWan   = "fastpath_wan"
+	GrebpfProgToTunnelTc    = "to_tunnel_tc"
+	GrebpfVarIcmp6HopLimit  = "icmp6_hop_limit"
+	GrebpfVarIcmpTtl        = "icmp_ttl"
+	GrebpfVarPmtu6ExpiresNs = "pmtu6_expires_ns"
+	GrebpfVarPmtuExpiresNs  = "pmtu_expires_ns"
+	GrebpfVarPmtuFloor      = "pmtu_floor"
 )
 
 // LoadGrebpf returns the embedded CollectionSpec for Grebpf.
@@ -250,10 +256,11 @@ type GrebpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GrebpfVariableSpecs struct {
-	Icmp6HopLimit *ebpf.VariableSpec `ebpf:"icmp6_hop_limit"`
-	IcmpTtl       *ebpf.VariableSpec `ebpf:"icmp_ttl"`
-	PmtuExpiresNs *ebpf.VariableSpec `ebpf:"pmtu_expires_ns"`
-	PmtuFloor     *ebpf.VariableSpec `ebpf:"pmtu_floor"`
+	Icmp6HopLimit  *ebpf.VariableSpec `ebpf:"icmp6_hop_limit"`
+	IcmpTtl        *ebpf.VariableSpec `ebpf:"icmp_ttl"`
+	Pmtu6ExpiresNs *ebpf.VariableSpec `ebpf:"pmtu6_expires_ns"`
+	PmtuExpiresNs  *ebpf.VariableSpec `ebpf:"pmtu_expires_ns"`
+	PmtuFloor      *ebpf.VariableSpec `ebpf:"pmtu_floor"`
 }
 
 // GrebpfObjects contains all objects after they have been loaded into the kernel.
@@ -313,10 +320,11 @@ func (m *GrebpfMaps) Close() error {
 //
 // It can be passed to LoadGrebpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GrebpfVariables struct {
-	Icmp6HopLimit *ebpf.Variable `ebpf:"icmp6_hop_limit"`
-	IcmpTtl       *ebpf.Variable `ebpf:"icmp_ttl"`
-	PmtuExpiresNs *ebpf.Variable `ebpf:"pmtu_expires_ns"`
-	PmtuFloor     *ebpf.Variable `ebpf:"pmtu_floor"`
+	Icmp6HopLimit  *ebpf.Variable `ebpf:"icmp6_hop_limit"`
+	IcmpTtl        *ebpf.Variable `ebpf:"icmp_ttl"`
+	Pmtu6ExpiresNs *ebpf.Variable `ebpf:"pmtu6_expires_ns"`
+	PmtuExpiresNs  *ebpf.Variable `ebpf:"pmtu_expires_ns"`
+	PmtuFloor      *ebpf.Variable `ebpf:"pmtu_floor"`
 }
 
 // GrebpfPrograms contains all programs after they have been loaded into the kernel.

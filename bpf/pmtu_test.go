@@ -33,11 +33,15 @@ func monotonic(tb testing.TB) time.Duration {
 	return time.Duration(ts.Nano())
 }
 
+// pathKey is t's key in path_mtus.
+func pathKey(t tunnel.Tunnel) bpf.GrebpfPeerKey {
+	return bpf.GrebpfPeerKey{Local: bpf.GrebpfOuterAddr{A: t.Local.As16()}, Remote: bpf.GrebpfOuterAddr{A: t.Remote.As16()}}
+}
+
 // setPathMTU writes what an earlier ICMP would have taught, holding for left.
 func setPathMTU(tb testing.TB, m *maps.Maps, t tunnel.Tunnel, mtu uint32, left time.Duration) {
 	tb.Helper()
-	k := bpf.GrebpfPeerKey{Local: binary.NativeEndian.Uint32(t.Local.AsSlice()), Remote: binary.NativeEndian.Uint32(t.Remote.AsSlice())}
-	must(tb, m.PathMtus.Put(k, bpf.GrebpfPathMtu{Mtu: mtu, Expires: uint64(monotonic(tb) + left)}))
+	must(tb, m.PathMtus.Put(pathKey(t), bpf.GrebpfPathMtu{Mtu: mtu, Expires: uint64(monotonic(tb) + left)}))
 }
 
 // udpPacket is an IPv4 UDP packet of size bytes lan side to lan side.
@@ -159,8 +163,7 @@ func TestPathMTULearned(t *testing.T) {
 			}
 			objs := loadOn(t, tun)
 			for _, p := range append(decapProgs(objs), decapProg{"fastpath", objs.FastpathWan, xdpPass, xdpDrop, xdpPass, true}) {
-				k := bpf.GrebpfPeerKey{Local: binary.NativeEndian.Uint32(wanLocal.AsSlice()), Remote: binary.NativeEndian.Uint32(wanRemote.AsSlice())}
-				objs.GrebpfMaps.PathMtus.Delete(k)
+				objs.GrebpfMaps.PathMtus.Delete(pathKey(tun))
 				if c.had != 0 {
 					setPathMTU(t, &objs.GrebpfMaps, tun, c.had, pmtuExpires)
 				}

@@ -19,8 +19,9 @@ import (
 )
 
 // setSysctls gives the programs the namespace's path MTU rules, which
-// ip_gre follows through the kernel's routes: the floor a learned path MTU
-// never goes below, how long one holds, and the TTL and hop limit of the
+// ip_gre and ip6gre follow through the kernel's routes: the floor a
+// learned IPv4 path MTU never goes below (IPv6's is its minimum MTU), how
+// long one holds, and the TTL and hop limit of the
 // ICMP and ICMPv6 errors the programs send (the devices' hop limit is the
 // namespace's unless someone set one apart).
 func setSysctls(spec *ebpf.CollectionSpec) error {
@@ -30,6 +31,7 @@ func setSysctls(spec *ebpf.CollectionSpec) error {
 	}{
 		{"net/ipv4/route/min_pmtu", "pmtu_floor", func(n int) any { return uint32(n) }},
 		{"net/ipv4/route/mtu_expires", "pmtu_expires_ns", func(n int) any { return uint64(time.Duration(n) * time.Second) }},
+		{"net/ipv6/route/mtu_expires", "pmtu6_expires_ns", func(n int) any { return uint64(time.Duration(n) * time.Second) }},
 		{"net/ipv4/ip_default_ttl", "icmp_ttl", func(n int) any { return uint8(n) }},
 		{"net/ipv6/conf/all/hop_limit", "icmp6_hop_limit", func(n int) any { return uint8(n) }},
 	} {

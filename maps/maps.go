@@ -36,6 +36,17 @@ func addrOf(v uint32) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
+// outerAddr is an outer address as the maps hold it: IPv6, or IPv4
+// mapped into IPv6.
+func outerAddr(a netip.Addr) bpf.GrebpfOuterAddr {
+	if !a.IsValid() {
+		return bpf.GrebpfOuterAddr{}
+	}
+	return bpf.GrebpfOuterAddr{A: a.As16()}
+}
+
+func addrOfOuter(o bpf.GrebpfOuterAddr) netip.Addr { return netip.AddrFrom16(o.A).Unmap() }
+
 func keyBE(k uint32) uint32 {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], k)
@@ -50,8 +61,8 @@ func keyHost(v uint32) uint32 {
 
 func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 	v := bpf.GrebpfTunnel{
-		Local:         be32(t.Local),
-		Remote:        be32(t.Remote),
+		Local:         outerAddr(t.Local),
+		Remote:        outerAddr(t.Remote),
 		Ttl:           t.TTL,
 		Tos:           t.TOS,
 		RpFilter:      uint8(t.RPFilter),
@@ -82,6 +93,13 @@ func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 	if t.OCsum {
 		v.Flags |= FlagOCsum
 	}
+	if t.Local.Is6() {
+		v.Flags |= FlagOuterV6
+		if t.EncapLimit >= 0 {
+			v.Flags |= FlagEncapLimit
+			v.EncapLimit = uint8(t.EncapLimit)
+		}
+	}
 	for i := 0; i < len(t.Name) && i < len(v.Name)-1; i++ {
 		v.Name[i] = int8(t.Name[i])
 	}
@@ -98,8 +116,8 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 	}
 	t := tunnel.Tunnel{
 		Name:          string(name),
-		Local:         addrOf(v.Local),
-		Remote:        addrOf(v.Remote),
+		Local:         addrOfOuter(v.Local),
+		Remote:        addrOfOuter(v.Remote),
 		TTL:           v.Ttl,
 		TOS:           v.Tos,
 		RPFilter:      tunnel.RPFilter(v.RpFilter),
@@ -110,6 +128,12 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 		OverlayLocal:  addrOf(v.OverlayLocal),
 		OverlayRemote: addrOf(v.OverlayRemote),
 		Link:          tunnel.Link{Ifindex: v.Ifindex, PeerIfindex: v.RxIfindex, WANIfindex: v.WanIfindex},
+	}
+	if v.Flags&FlagOuterV6 != 0 {
+		t.EncapLimit = -1
+		if v.Flags&FlagEncapLimit != 0 {
+			t.EncapLimit = int(v.EncapLimit)
+		}
 	}
 	if v.WanNexthop != 0 {
 		t.WANNexthop = addrOf(v.WanNexthop)
@@ -127,7 +151,7 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 // endpointKey is how decap (keys t's input key) or an ICMP's quote (keys
 // the output key) finds t.
 func endpointKey(t tunnel.Tunnel, key *uint32) bpf.GrebpfEndpointKey {
-	ek := bpf.GrebpfEndpointKey{Local: be32(t.Local), Remote: be32(t.Remote)}
+	ek := bpf.GrebpfEndpointKey{Local: outerAddr(t.Local), Remote: outerAddr(t.Remote)}
 	if key != nil {
 		ek.Key, ek.Keyed = keyBE(*key), 1
 	}
@@ -135,7 +159,7 @@ func endpointKey(t tunnel.Tunnel, key *uint32) bpf.GrebpfEndpointKey {
 }
 
 func peerKey(t tunnel.Tunnel) bpf.GrebpfPeerKey {
-	return bpf.GrebpfPeerKey{Local: be32(t.Local), Remote: be32(t.Remote)}
+	return bpf.GrebpfPeerKey{Local: outerAddr(t.Local), Remote: outerAddr(t.Remote)}
 }
 
 // Flags of struct tunnel (enum tunnel_flag in grebpf.h).
@@ -145,6 +169,8 @@ const (
 	FlagNoPMTUDisc = 1 << 2
 	FlagOSeq       = 1 << 3
 	FlagOCsum      = 1 << 4
+	FlagOuterV6    = 1 << 5
+	FlagEncapLimit = 1 << 6
 )
 
 // PutTunnel writes a tunnel under both of its devices, the decap endpoint

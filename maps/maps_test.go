@@ -77,17 +77,21 @@ func TestTunnelRoundTrip(t *testing.T) {
 		}
 	}
 	// Decap finds the endpoint by the input key in network order, as
-	// packets carry it; an ICMP's quote finds the tunnel by the output key.
+	// packets carry it, and the outer addresses IPv4-mapped; an ICMP's
+	// quote finds the tunnel by the output key.
+	mapped := func(last byte) bpf.GrebpfOuterAddr {
+		return bpf.GrebpfOuterAddr{A: [16]byte{10: 0xff, 11: 0xff, 12: 10, 15: last}}
+	}
 	var ep bpf.GrebpfEndpoint
-	if err := objs.Endpoints.Lookup(bpf.GrebpfEndpointKey{Local: 0x0100000a, Remote: 0x0200000a, Key: 0xefbeadde, Keyed: 1}, &ep); err != nil {
+	if err := objs.Endpoints.Lookup(bpf.GrebpfEndpointKey{Local: mapped(1), Remote: mapped(2), Key: 0xefbeadde, Keyed: 1}, &ep); err != nil {
 		t.Fatal(err)
 	}
 	var sender uint32
-	if err := objs.Senders.Lookup(bpf.GrebpfEndpointKey{Local: 0x0100000a, Remote: 0x0200000a, Key: 0x07000000, Keyed: 1}, &sender); err != nil || sender != 30 {
+	if err := objs.Senders.Lookup(bpf.GrebpfEndpointKey{Local: mapped(1), Remote: mapped(2), Key: 0x07000000, Keyed: 1}, &sender); err != nil || sender != 30 {
 		t.Errorf("sender %d, %v", sender, err)
 	}
 	var paths uint32
-	if err := objs.Peers.Lookup(bpf.GrebpfPeerKey{Local: 0x0100000a, Remote: 0x0200000a}, &paths); err != nil || paths != 1 {
+	if err := objs.Peers.Lookup(bpf.GrebpfPeerKey{Local: mapped(1), Remote: mapped(2)}, &paths); err != nil || paths != 1 {
 		t.Errorf("path holds %d tunnels, %v", paths, err)
 	}
 	if ep.Ifindex != 30 || ep.RxIfindex != 31 ||

@@ -10,6 +10,7 @@
 #include "fib.h"
 #include "ipv6.h"
 #include "maps.h"
+#include "outer.h"
 #include "pmtu.h"
 
 #define IP_MF 0x2000
@@ -17,19 +18,18 @@
 
 struct decap {
 	const struct endpoint *ep; /* the tunnel the packet belongs to */
-	__u32 strip;               /* outer IPv4 + GRE bytes after the Ethernet header */
+	__u32 strip;               /* outer IP + GRE bytes after the Ethernet header */
 	__u32 inner_len;           /* inner packet length, from its header */
 	__u8 inner_v6;             /* the inner packet is IPv6 (GRE type 0x86dd), not IPv4 */
+	__u8 outer_v6;             /* the outer header is IPv6 */
 	__u8 outer_ecn;            /* the outer header's ECN field */
 	/* The GRE checksum is to be checked, over gre_len bytes from gre_off
 	 * in the frame (the caller reads them its own way). */
 	__u8 gre_csum;
 	__u32 gre_off, gre_len;
-	/* An ICMP "fragmentation needed" to us (REASON_NOT_GRE with
-	 * icmp_len set): where its message starts in the frame, its
-	 * length, and the outer destination (the address it was sent to). */
-	__u32 icmp_off, icmp_len;
-	__be32 icmp_to;
+	/* An ICMP "fragmentation needed" or ICMPv6 "packet too big" to us
+	 * (REASON_NOT_GRE with icmp.len set). */
+	struct icmp_found icmp;
 };
 
 /* Anything we do not own goes back to the stack untouched; anything that
@@ -158,54 +158,189 @@ static __always_inline int seq_in_order(__u32 ifindex, __u32 seq)
 	return 1;
 }
 
-/* pkt_len is the frame length, which for a TC skb may exceed data_end. */
-static __always_inline enum reason decap_classify(void *data, void *data_end,
-						  __u64 pkt_len, struct decap *d)
+/* The outer IPv4 header of a frame: what it makes of the packet, and
+ * for GRE from a peer its length (*ohl), the outer packet's (*tot) and
+ * the path (pk). */
+static __always_inline enum reason outer_v4(struct iphdr *ip, void *data_end, __u64 pkt_len,
+					    struct decap *d, struct peer_key *pk, __u32 *ohl, __u32 *tot)
 {
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	struct endpoint_key ek = {};
-	struct peer_key pk;
-	struct endpoint *ep;
-	struct iphdr *inner;
-	__u32 ihl, tot, glen = GRE_HLEN;
 	enum reason r;
-	__be16 *gre;
-	__u16 flags;
 
-	d->icmp_len = 0;
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return REASON_NOT_GRE;
 	if ((void *)(ip + 1) > data_end)
 		return REASON_TRUNCATED;
 	if (ip->protocol != IPPROTO_GRE) {
 		/* Left to the stack whatever it is; noted first if it is
 		 * about the path of one of our tunnels. */
 		if (ip->protocol == IPPROTO_ICMP &&
-		    outer_header(ip, data_end, pkt_len, &tot) == REASON_NONE &&
+		    outer_header(ip, data_end, pkt_len, tot) == REASON_NONE &&
 		    !(ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) &&
-		    is_frag_needed(ip, data_end, tot, &d->icmp_off, &d->icmp_len))
-			d->icmp_to = ip->daddr;
+		    is_frag_needed(ip, data_end, *tot, &d->icmp)) {
+			d->icmp.v6 = 0;
+			outer_addr_set4(&d->icmp.from, ip->saddr);
+			outer_addr_set4(&d->icmp.to, ip->daddr);
+		}
 		return REASON_NOT_GRE;
 	}
-	r = outer_header(ip, data_end, pkt_len, &tot);
+	r = outer_header(ip, data_end, pkt_len, tot);
 	if (r != REASON_NONE)
 		return r;
-	ihl = ip->ihl * 4;
+	*ohl = ip->ihl * 4;
 
-	pk.local = ip->daddr;
-	pk.remote = ip->saddr;
-	if (!bpf_map_lookup_elem(&peers, &pk))
+	outer_addr_set4(&pk->local, ip->daddr);
+	outer_addr_set4(&pk->remote, ip->saddr);
+	if (!bpf_map_lookup_elem(&peers, pk))
 		return REASON_UNKNOWN_PEER;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return REASON_OUTER_FRAGMENT;
-	if (ihl > sizeof(*ip)) {
+	if (*ohl > sizeof(*ip)) {
 		r = outer_options(ip, data_end);
 		if (r != REASON_NONE)
 			return r;
 	}
+	d->outer_ecn = ip->tos & 3;
+	return REASON_NONE;
+}
 
-	gre = (void *)ip + ihl;
+/* Destination options decap reads past: what a peer sends (ip6gre's
+ * encapsulation limit takes 8 bytes) with room to spare. */
+#define DSTOPT_SPACE 64
+
+struct dstopt_walk {
+	__u8 buf[DSTOPT_SPACE];
+	__u32 len, i;
+	enum reason verdict;
+};
+
+/* ip6_parse_tlv's verdict on one option: Pad1 and PadN, and any option
+ * whose type says "skip if unknown" (the top two bits 00, as the tunnel
+ * encapsulation limit's), are passed over; an option the kernel does not
+ * know and would discard the packet for, or one that overruns the
+ * header, drops it. */
+static long dstopt_step(__u64 index, void *ctx)
+{
+	struct dstopt_walk *w = ctx;
+	__u32 i = w->i;
+	__u8 type;
+
+	if (i >= w->len || i >= DSTOPT_SPACE)
+		return 1;
+	type = w->buf[i];
+	if (type == 0) { /* Pad1 */
+		w->i = i + 1;
+		return 0;
+	}
+	if (i + 1 >= w->len || i + 1 >= DSTOPT_SPACE || i + 2 + w->buf[i + 1] > w->len ||
+	    (type != IPV6_TLV_PADN && (type & 0xc0))) {
+		w->verdict = REASON_OUTER_OPTIONS;
+		return 1;
+	}
+	w->i = i + 2 + w->buf[i + 1];
+	return 0;
+}
+
+/* The options of a destination options header of len bytes at opt. */
+static __always_inline enum reason dstopts_check(__u8 *opt, __u32 len, void *data_end)
+{
+	struct dstopt_walk w = {.len = len, .i = 2};
+
+	for (int k = 0; k < DSTOPT_SPACE; k++) {
+		if (k >= len)
+			break;
+		if ((void *)(opt + k + 1) > data_end)
+			return REASON_TRUNCATED;
+		w.buf[k] = opt[k];
+	}
+	bpf_loop(DSTOPT_SPACE, dstopt_step, &w, 0);
+	return w.verdict;
+}
+
+/* outer_v4 for an outer IPv6 header: GRE straight after it, or after
+ * destination options (ip6gre's encapsulation limit). */
+static __always_inline enum reason outer_v6(struct ipv6hdr *ip6, void *data_end, __u64 pkt_len,
+					    struct decap *d, struct peer_key *pk, __u32 *ohl, __u32 *tot)
+{
+	struct ipv6_opt_hdr *o = (void *)(ip6 + 1);
+	__u32 olen = 0;
+	enum reason r;
+	__u8 nh;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return REASON_TRUNCATED;
+	nh = ip6->nexthdr;
+	*tot = ipv6_len(ip6);
+	if (ip6->version != 6 || *tot > pkt_len - ETH_HLEN)
+		return nh == IPPROTO_GRE || nh == IPPROTO_DSTOPTS ? REASON_TRUNCATED : REASON_NOT_GRE;
+	if (nh == IPPROTO_ICMPV6) {
+		if (is_pkt_too_big(ip6, data_end, *tot, &d->icmp)) {
+			d->icmp.v6 = 1;
+			outer_addr_set6(&d->icmp.from, &ip6->saddr);
+			outer_addr_set6(&d->icmp.to, &ip6->daddr);
+		}
+		return REASON_NOT_GRE;
+	}
+	if (nh == IPPROTO_DSTOPTS) {
+		if ((void *)(o + 1) > data_end)
+			return REASON_TRUNCATED;
+		nh = o->nexthdr;
+		olen = (o->hdrlen + 1) * 8;
+		if (nh != IPPROTO_GRE)
+			return REASON_NOT_GRE;
+	}
+	if (nh != IPPROTO_GRE && nh != IPPROTO_FRAGMENT)
+		return REASON_NOT_GRE;
+
+	outer_addr_set6(&pk->local, &ip6->daddr);
+	outer_addr_set6(&pk->remote, &ip6->saddr);
+	if (!bpf_map_lookup_elem(&peers, pk))
+		return REASON_UNKNOWN_PEER;
+	if (nh == IPPROTO_FRAGMENT)
+		return REASON_OUTER_FRAGMENT;
+	if (olen) {
+		if (olen > DSTOPT_SPACE)
+			return REASON_OUTER_OPTIONS;
+		if (*tot < sizeof(*ip6) + olen)
+			return REASON_TRUNCATED;
+		r = dstopts_check((void *)o, olen, data_end);
+		if (r != REASON_NONE)
+			return r;
+	}
+	*ohl = sizeof(*ip6) + olen;
+	if (*tot < *ohl + GRE_HLEN)
+		return REASON_TRUNCATED;
+	d->outer_ecn = ipv6_ecn(ip6);
+	return REASON_NONE;
+}
+
+/* pkt_len is the frame length, which for a TC skb may exceed data_end. */
+static __always_inline enum reason decap_classify(void *data, void *data_end,
+						  __u64 pkt_len, struct decap *d)
+{
+	struct ethhdr *eth = data;
+	struct endpoint_key ek = {};
+	struct peer_key pk;
+	struct endpoint *ep;
+	struct iphdr *inner;
+	__u32 ohl = 0, tot = 0, glen = GRE_HLEN;
+	enum reason r;
+	__be16 *gre;
+	__u16 flags;
+
+	d->icmp.len = 0;
+	if ((void *)(eth + 1) > data_end)
+		return REASON_NOT_GRE;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		d->outer_v6 = 0;
+		r = outer_v4((void *)(eth + 1), data_end, pkt_len, d, &pk, &ohl, &tot);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		d->outer_v6 = 1;
+		r = outer_v6((void *)(eth + 1), data_end, pkt_len, d, &pk, &ohl, &tot);
+	} else {
+		return REASON_NOT_GRE;
+	}
+	if (r != REASON_NONE)
+		return r;
+
+	gre = (void *)(eth + 1) + masked(ohl, 127);
 	if ((void *)(gre + 2) > data_end)
 		return REASON_TRUNCATED;
 	flags = bpf_ntohs(gre[0]);
@@ -222,7 +357,7 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 		__be32 *key = (void *)gre + glen;
 
 		/* Within the outer packet, not merely within the frame. */
-		if (tot < ihl + glen + 4 || (void *)(key + 1) > data_end)
+		if (tot < ohl + glen + 4 || (void *)(key + 1) > data_end)
 			return REASON_TRUNCATED;
 		ek.key = *key;
 		ek.keyed = 1;
@@ -240,7 +375,7 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	if (flags & GRE_SEQ) {
 		__be32 *seq = (void *)gre + glen;
 
-		if (tot < ihl + glen + 4 || (void *)(seq + 1) > data_end)
+		if (tot < ohl + glen + 4 || (void *)(seq + 1) > data_end)
 			return REASON_TRUNCATED;
 		if (ep->iseq && !seq_in_order(ep->ifindex, bpf_ntohl(*seq)))
 			return REASON_SEQ_ORDER;
@@ -250,7 +385,7 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	}
 	inner = (void *)gre + glen;
 	if (gre[1] == bpf_htons(ETH_P_IP)) {
-		if (tot < ihl + glen + sizeof(*inner) || (void *)(inner + 1) > data_end)
+		if (tot < ohl + glen + sizeof(*inner) || (void *)(inner + 1) > data_end)
 			return REASON_TRUNCATED;
 		if (inner->version != 4)
 			return REASON_UNKNOWN_INNER;
@@ -261,7 +396,7 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	} else if (gre[1] == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *inner6 = (void *)gre + glen;
 
-		if (tot < ihl + glen + sizeof(*inner6) || (void *)(inner6 + 1) > data_end)
+		if (tot < ohl + glen + sizeof(*inner6) || (void *)(inner6 + 1) > data_end)
 			return REASON_TRUNCATED;
 		if (inner6->version != 6)
 			return REASON_UNKNOWN_INNER;
@@ -270,15 +405,14 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	} else {
 		return REASON_UNKNOWN_INNER;
 	}
-	if (d->inner_len > tot - ihl - glen)
+	if (d->inner_len > tot - ohl - glen)
 		return REASON_TRUNCATED;
 
 	d->ep = ep;
 	d->gre_csum = !!(flags & GRE_CSUM);
-	d->gre_off = ETH_HLEN + ihl;
-	d->gre_len = tot - ihl;
-	d->strip = ihl + glen;
-	d->outer_ecn = ip->tos & 3;
+	d->gre_off = ETH_HLEN + ohl;
+	d->gre_len = tot - ohl;
+	d->strip = ohl + glen;
 	return REASON_NONE;
 }
 

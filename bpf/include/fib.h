@@ -11,6 +11,7 @@
 #include "eth.h"
 #include "grebpf.h"
 #include "ipv6.h"
+#include "outer.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -55,12 +56,18 @@ static __always_inline void fib_forward6(struct bpf_fib_lookup *fib, const struc
 static __always_inline void fib_outer(struct bpf_fib_lookup *fib, const struct tunnel *t,
 				      __u16 tot_len)
 {
-	fib->family = AF_INET;
 	fib->l4_protocol = IPPROTO_GRE;
 	fib->tot_len = tot_len;
-	fib->ipv4_src = t->local;
-	fib->ipv4_dst = t->remote;
 	fib->ifindex = t->wan_ifindex;
+	if (t->flags & TUNNEL_F_OUTER_V6) {
+		fib->family = AF_INET6;
+		outer_addr_get6((struct in6_addr *)fib->ipv6_src, &t->local);
+		outer_addr_get6((struct in6_addr *)fib->ipv6_dst, &t->remote);
+		return;
+	}
+	fib->family = AF_INET;
+	fib->ipv4_src = outer_addr4(&t->local);
+	fib->ipv4_dst = outer_addr4(&t->remote);
 }
 
 /* The kernel's rp_filter, per tunnel, for a packet decapsulated from the

@@ -29,7 +29,19 @@ enum tunnel_flag {
 	TUNNEL_F_OSEQ = 1 << 3,
 	/* Send GRE checksums (ip_gre's ocsum). */
 	TUNNEL_F_OCSUM = 1 << 4,
+	/* The outer header is IPv6 (ip6gre): local and remote are IPv6. */
+	TUNNEL_F_OUTER_V6 = 1 << 5,
+	/* With TUNNEL_F_OUTER_V6: a destination options header with the
+	 * tunnel encapsulation limit option (RFC 2473 4.1.1) goes before
+	 * GRE, as ip6gre sends unless told encaplimit none. */
+	TUNNEL_F_ENCAP_LIMIT = 1 << 6,
 };
+
+/* An outer address, IPv6 or IPv4-mapped IPv6 (::ffff:a.b.c.d), so that
+ * one map key holds tunnels of either outer family. */
+struct outer_addr {
+	__u8 a[16];
+} __attribute__((aligned(4)));
 
 /* Inner source check on decap (rp_filter semantics, against the FIB).
  * Numbering is ABI, mirrored by the control plane's RPFilter. */
@@ -49,14 +61,14 @@ enum rp_filter {
  * the tunnel's inner traffic (the interface and its veth peer). The fields
  * after wan_ifindex are read only by the control plane. */
 struct tunnel {
-	__be32 local;  /* outer source */
-	__be32 remote; /* outer destination */
-	__be32 key;    /* GRE key sent, network order, when TUNNEL_F_KEY */
+	struct outer_addr local;  /* outer source */
+	struct outer_addr remote; /* outer destination */
+	__be32 key;               /* GRE key sent, network order, when TUNNEL_F_KEY */
 	__u32 flags;
-	__u8 ttl; /* 0 inherits the inner TTL, as ip_gre does */
-	__u8 tos; /* fixed outer DSCP when not TUNNEL_F_TOS_INHERIT */
+	__u8 ttl; /* 0 inherits the inner TTL or hop limit, as ip_gre and ip6gre do */
+	__u8 tos; /* fixed outer DSCP or traffic class when not TUNNEL_F_TOS_INHERIT */
 	__u8 rp_filter;
-	__u8 pad;
+	__u8 encap_limit; /* the option's value, with TUNNEL_F_ENCAP_LIMIT */
 	__u32 ifindex;     /* the tunnel interface: counters are kept under it */
 	__u32 wan_ifindex; /* outer packets leave here, never through a tunnel */
 	__u32 rx_ifindex;
@@ -74,8 +86,8 @@ struct tunnel {
  * same endpoints are told apart by key. The senders map has the same
  * key with the key a tunnel sends (okey). */
 struct endpoint_key {
-	__be32 local;
-	__be32 remote;
+	struct outer_addr local;
+	struct outer_addr remote;
 	__be32 key;
 	__u32 keyed;
 };
@@ -83,8 +95,8 @@ struct endpoint_key {
 /* peers map key: an outer path with one tunnel or more (the value counts
  * them), our address first; also the key of path_mtus. */
 struct peer_key {
-	__be32 local;
-	__be32 remote;
+	struct outer_addr local;
+	struct outer_addr remote;
 };
 
 /* Everything decap needs, so that it makes one map lookup. */
@@ -120,7 +132,7 @@ struct tunnel_counters {
  * each, per CPU. The numbering is ABI: append only. */
 enum reason {
 	REASON_NONE = 0,
-	REASON_NOT_GRE,        /* pass: not IPv4 protocol 47 */
+	REASON_NOT_GRE,        /* pass: not GRE over IPv4 or IPv6 */
 	REASON_TRUNCATED,      /* drop: a header is shorter than it claims */
 	REASON_OUTER_CHECKSUM, /* drop: outer IPv4 header checksum is wrong */
 	REASON_OUTER_FRAGMENT, /* drop: outer fragment from a peer (nothing reassembles them) */
@@ -141,7 +153,7 @@ enum reason {
 	REASON_OUTER_OPTIONS,  /* drop: malformed outer IPv4 options */
 	REASON_SOURCE_ROUTE,   /* drop: outer source route on a WAN device that refuses them */
 	REASON_SOURCE_ROUTED,  /* pass: outer source route with hops left: the stack forwards it */
-	REASON_PATH_MTU,       /* pass: ICMP "fragmentation needed" about a tunnel's outer packet: path MTU noted */
+	REASON_PATH_MTU,       /* pass: ICMP "fragmentation needed" or ICMPv6 "packet too big" about a tunnel's outer packet: path MTU noted */
 	REASON_FRAG_NEEDED,    /* drop: inner packet with DF over the tunnel's path MTU: ICMP sent to its sender */
 	REASON_GRE_CHECKSUM,   /* drop: GRE checksum wrong (or the packet too long to sum) */
 	REASON_PACKET_TOO_BIG, /* drop: inner IPv6 packet over the tunnel's path MTU: ICMPv6 sent to its sender */
@@ -149,7 +161,8 @@ enum reason {
 };
 
 /* path_mtus map value, keyed by the path's peer_key (local, remote):
- * what ICMP "fragmentation needed" said about the path to the remote. */
+ * what ICMP "fragmentation needed" or ICMPv6 "packet too big" said about
+ * the path to the remote. */
 struct path_mtu {
 	__u32 mtu;
 	__u32 pad;

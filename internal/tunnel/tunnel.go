@@ -42,9 +42,16 @@ func ParseRPFilter(s string) (RPFilter, error) {
 // policy, and its overlay addresses.
 type Tunnel struct {
 	// Name is the tunnel interface's name, and the tunnel's identity.
-	Name   string
+	Name string
+	// Local and Remote are the outer addresses, both IPv4 (ip_gre) or
+	// both IPv6 (ip6gre).
 	Local  netip.Addr
 	Remote netip.Addr
+	// EncapLimit is, with an IPv6 outer header, the value of the tunnel
+	// encapsulation limit option (RFC 2473) sent in a destination options
+	// header before GRE, or -1 for none (ip6gre's encaplimit; it sends 4
+	// unless told otherwise). Unused with IPv4.
+	EncapLimit int
 	// IKey is the GRE key (RFC 2890) received packets must carry, OKey the
 	// one sent (ip_gre's ikey and okey); nil means none. Tunnels between
 	// the same endpoints are told apart by IKey.
@@ -97,9 +104,15 @@ type Link struct {
 // interface runs IPv6 and IPv6 routes may go through it.
 func (t Tunnel) CarriesIPv6() bool { return t.Overlay6Local.IsValid() }
 
-// Overhead is the outer IPv4 + GRE header size for a tunnel.
+// Overhead is the outer IP + GRE header size for a tunnel.
 func (t Tunnel) Overhead() int {
 	n := 20 + 4
+	if t.Local.Is6() {
+		n = 40 + 4
+		if t.EncapLimit >= 0 {
+			n += 8
+		}
+	}
 	if t.OKey != nil {
 		n += 4
 	}

@@ -139,7 +139,7 @@ type GrebpfTunnel struct {
 	RxIfindex      uint32
 	OverlayLocal   uint32
 	OverlayRemote  uint32
-	WanNexthop     uint32
+	WanNexthop     GrebpfOuterAddr
 	Overlay6Local  [16]uint8
 	Overlay6Remote [16]uint8
 	Name           [16]int8

@@ -34,18 +34,18 @@ func problems(s State) []string {
 		out = append(out, fmt.Sprintf("accept_source_route of %s changed since attach, and decap still follows the old setting: run grebpf attach again", name))
 	}
 	local := map[netip.Addr]bool{}
-	if addrs, err := netlink.AddrList(nil, unix.AF_INET); err == nil {
+	if addrs, err := netlink.AddrList(nil, unix.AF_UNSPEC); err == nil {
 		for _, a := range addrs {
-			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-				local[ip] = true
+			if ip, ok := netip.AddrFromSlice(a.IP); ok {
+				local[ip.Unmap()] = true
 			}
 		}
 	}
 	managed := map[netip.Addr]bool{}
-	if ns, err := netlink.NeighList(wan.Attrs().Index, unix.AF_INET); err == nil {
+	if ns, err := netlink.NeighList(wan.Attrs().Index, unix.AF_UNSPEC); err == nil {
 		for _, n := range ns {
-			if ip, ok := netip.AddrFromSlice(n.IP.To4()); ok && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
-				managed[ip] = true
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
+				managed[ip.Unmap()] = true
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +29,14 @@ func HaveIPGRE() bool {
 		return true
 	}
 	return exec.Command("modprobe", "-q", "ip_gre").Run() == nil
+}
+
+// HaveIP6GRE says whether this kernel can make ip6gre tunnels.
+func HaveIP6GRE() bool {
+	if _, err := os.Stat("/sys/module/ip6_gre"); err == nil {
+		return true
+	}
+	return exec.Command("modprobe", "-q", "ip6_gre").Run() == nil
 }
 
 // ErrNoIPGRE is the one-line answer where ip_gre is missing.
@@ -89,36 +98,6 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 	var made []tunnel.Tunnel
 	for _, t := range plan.Tunnels {
 		want[t.Name] = true
-		g := &netlink.Gretun{
-			LinkAttrs: netlink.LinkAttrs{Name: t.Name},
-			Link:      uint32(l.Attrs().Index),
-			Local:     t.Local.AsSlice(), Remote: t.Remote.AsSlice(),
-			Ttl: t.TTL, Tos: t.TOS, PMtuDisc: 1,
-		}
-		if t.TOSInherit {
-			g.Tos = 1 // ip_gre's "tos inherit"
-		}
-		if t.NoPMTUDisc {
-			g.PMtuDisc = 0
-		}
-		if t.IKey != nil {
-			g.IKey, g.IFlags = *t.IKey, nl.GRE_KEY
-		}
-		if t.OKey != nil {
-			g.OKey, g.OFlags = *t.OKey, nl.GRE_KEY
-		}
-		if t.ISeq {
-			g.IFlags |= nl.GRE_SEQ
-		}
-		if t.OSeq {
-			g.OFlags |= nl.GRE_SEQ
-		}
-		if t.ICsum {
-			g.IFlags |= nl.GRE_CSUM
-		}
-		if t.OCsum {
-			g.OFlags |= nl.GRE_CSUM
-		}
 		if old, err := netlink.LinkByName(t.Name); err == nil {
 			if old.Attrs().Alias != kernelAlias {
 				return rep, fmt.Errorf("a device named %s exists and is not grebpf's: name the tunnel differently", t.Name)
@@ -127,8 +106,9 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 				return rep, fmt.Errorf("replace %s: %w", t.Name, err)
 			}
 		}
-		if err := netlink.LinkAdd(g); err != nil {
-			return rep, fmt.Errorf("add ip_gre tunnel %s: %w", t.Name, err)
+		g, err := addGRE(t, l.Attrs().Index)
+		if err != nil {
+			return rep, err
 		}
 		if err := netlink.LinkSetAlias(g, kernelAlias); err != nil {
 			return rep, fmt.Errorf("mark %s: %w", t.Name, err)
@@ -175,6 +155,156 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 	return rep, nil
 }
 
+// addGRE makes t's kernel tunnel on the WAN device lower: ip_gre, or
+// ip6gre for IPv6 endpoints.
+func addGRE(t tunnel.Tunnel, lower int) (netlink.Link, error) {
+	if t.Local.Is6() {
+		return addIP6GRE(t, lower)
+	}
+	g := &netlink.Gretun{
+		LinkAttrs: netlink.LinkAttrs{Name: t.Name},
+		Link:      uint32(lower),
+		Local:     t.Local.AsSlice(), Remote: t.Remote.AsSlice(),
+		Ttl: t.TTL, Tos: t.TOS, PMtuDisc: 1,
+		IFlags: greFlags(t.IKey, t.ISeq, t.ICsum), OFlags: greFlags(t.OKey, t.OSeq, t.OCsum),
+	}
+	if t.TOSInherit {
+		g.Tos = 1 // ip_gre's "tos inherit"
+	}
+	if t.NoPMTUDisc {
+		g.PMtuDisc = 0
+	}
+	if t.IKey != nil {
+		g.IKey = *t.IKey
+	}
+	if t.OKey != nil {
+		g.OKey = *t.OKey
+	}
+	if err := netlink.LinkAdd(g); err != nil {
+		return nil, fmt.Errorf("add ip_gre tunnel %s: %w", t.Name, err)
+	}
+	return g, nil
+}
+
+// greFlags are t's GRE flags in (ip_gre's iflags) and out (oflags).
+func greFlags(key *uint32, seq, csum bool) uint16 {
+	var f uint16
+	if key != nil {
+		f |= nl.GRE_KEY
+	}
+	if seq {
+		f |= nl.GRE_SEQ
+	}
+	if csum {
+		f |= nl.GRE_CSUM
+	}
+	return f
+}
+
+// ip6gre's IFLA_GRE_FLAGS (linux/ip6_tunnel.h).
+const (
+	ip6TunnelIgnoreEncapLimit = 0x1
+	ip6TunnelUseOrigTClass    = 0x2
+)
+
+// addIP6GRE makes t as ip6gre. The netlink library's Gretun cannot say
+// what ip6gre needs said (the encapsulation limit, "tclass inherit"):
+// without them ip6gre would send a limit of 0 and a fixed traffic class,
+// so the request is written here, as ip(8) writes it.
+func addIP6GRE(t tunnel.Tunnel, lower int) (netlink.Link, error) {
+	be16 := func(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+	be32 := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(t.Name)))
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("ip6gre"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(nl.IFLA_GRE_LINK, nl.Uint32Attr(uint32(lower)))
+	data.AddRtAttr(nl.IFLA_GRE_LOCAL, t.Local.AsSlice())
+	data.AddRtAttr(nl.IFLA_GRE_REMOTE, t.Remote.AsSlice())
+	if t.IKey != nil {
+		data.AddRtAttr(nl.IFLA_GRE_IKEY, be32(*t.IKey))
+	}
+	if t.OKey != nil {
+		data.AddRtAttr(nl.IFLA_GRE_OKEY, be32(*t.OKey))
+	}
+	data.AddRtAttr(nl.IFLA_GRE_IFLAGS, be16(greFlags(t.IKey, t.ISeq, t.ICsum)))
+	data.AddRtAttr(nl.IFLA_GRE_OFLAGS, be16(greFlags(t.OKey, t.OSeq, t.OCsum)))
+	data.AddRtAttr(nl.IFLA_GRE_TTL, nl.Uint8Attr(t.TTL))
+	var flags uint32
+	if t.EncapLimit < 0 {
+		flags |= ip6TunnelIgnoreEncapLimit
+	} else {
+		data.AddRtAttr(nl.IFLA_GRE_ENCAP_LIMIT, nl.Uint8Attr(uint8(t.EncapLimit)))
+	}
+	if t.TOSInherit {
+		flags |= ip6TunnelUseOrigTClass
+	}
+	data.AddRtAttr(nl.IFLA_GRE_FLOWINFO, be32(uint32(t.TOS)<<20))
+	data.AddRtAttr(nl.IFLA_GRE_FLAGS, nl.Uint32Attr(flags))
+	req.AddData(info)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return nil, fmt.Errorf("add ip6gre tunnel %s: %w", t.Name, err)
+	}
+	g, err := netlink.LinkByName(t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("add ip6gre tunnel %s: %w", t.Name, err)
+	}
+	return g, nil
+}
+
+// ip6greParms reads back what addIP6GRE set that the netlink library
+// does not parse: the encapsulation limit (-1: none), and the traffic
+// class policy.
+func ip6greParms(ifindex int) (encapLimit int, tclassInherit bool, tclass uint8, err error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(ifindex)
+	req.AddData(msg)
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil || len(msgs) == 0 {
+		return 0, false, 0, fmt.Errorf("read ip6gre ifindex %d: %w", ifindex, err)
+	}
+	attrs, err := nl.ParseRouteAttr(msgs[0][unix.SizeofIfInfomsg:])
+	if err != nil {
+		return 0, false, 0, err
+	}
+	var flags uint32
+	for _, a := range attrs {
+		if a.Attr.Type != unix.IFLA_LINKINFO {
+			continue
+		}
+		infos, err := nl.ParseRouteAttr(a.Value)
+		if err != nil {
+			return 0, false, 0, err
+		}
+		for _, i := range infos {
+			if i.Attr.Type != nl.IFLA_INFO_DATA {
+				continue
+			}
+			data, err := nl.ParseRouteAttr(i.Value)
+			if err != nil {
+				return 0, false, 0, err
+			}
+			for _, d := range data {
+				switch {
+				case d.Attr.Type == nl.IFLA_GRE_ENCAP_LIMIT && len(d.Value) >= 1:
+					encapLimit = int(d.Value[0])
+				case d.Attr.Type == nl.IFLA_GRE_FLAGS && len(d.Value) >= 4:
+					flags = binary.NativeEndian.Uint32(d.Value)
+				case d.Attr.Type == nl.IFLA_GRE_FLOWINFO && len(d.Value) >= 4:
+					tclass = uint8(binary.BigEndian.Uint32(d.Value) >> 20)
+				}
+			}
+		}
+	}
+	if flags&ip6TunnelIgnoreEncapLimit != 0 {
+		encapLimit = -1
+	}
+	return encapLimit, flags&ip6TunnelUseOrigTClass != 0, tclass, nil
+}
+
 func hostNet(a netip.Addr) *net.IPNet {
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
 }
@@ -205,11 +335,18 @@ func KernelState(ns string) (State, error) {
 	for _, g := range ls {
 		t := tunnel.Tunnel{Name: g.Attrs().Name, TTL: g.Ttl, MTU: uint16(g.Attrs().MTU),
 			Link: tunnel.Link{Ifindex: uint32(g.Attrs().Index), WANIfindex: g.Link}}
-		t.Local, _ = netip.AddrFromSlice(g.Local.To4())
-		t.Remote, _ = netip.AddrFromSlice(g.Remote.To4())
+		t.Local, _ = netip.AddrFromSlice(g.Local)
+		t.Remote, _ = netip.AddrFromSlice(g.Remote)
+		t.Local, t.Remote = t.Local.Unmap(), t.Remote.Unmap()
 		t.TOSInherit = g.Tos&1 != 0
 		t.NoPMTUDisc = g.PMtuDisc == 0
 		t.TOS = g.Tos &^ 1
+		if t.Local.Is6() {
+			t.NoPMTUDisc = false
+			if t.EncapLimit, t.TOSInherit, t.TOS, err = ip6greParms(g.Attrs().Index); err != nil {
+				return s, err
+			}
+		}
 		if g.OFlags&nl.GRE_KEY != 0 {
 			k := g.OKey
 			t.OKey = &k

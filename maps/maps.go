@@ -71,7 +71,7 @@ func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 		RxIfindex:     t.Link.PeerIfindex,
 		OverlayLocal:  be32(t.OverlayLocal),
 		OverlayRemote: be32(t.OverlayRemote),
-		WanNexthop:    be32(t.WANNexthop),
+		WanNexthop:    outerAddr(t.WANNexthop),
 	}
 	if t.CarriesIPv6() {
 		v.Overlay6Local = t.Overlay6Local.As16()
@@ -135,8 +135,8 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 			t.EncapLimit = int(v.EncapLimit)
 		}
 	}
-	if v.WanNexthop != 0 {
-		t.WANNexthop = addrOf(v.WanNexthop)
+	if v.WanNexthop != (bpf.GrebpfOuterAddr{}) {
+		t.WANNexthop = addrOfOuter(v.WanNexthop)
 	}
 	if a := netip.AddrFrom16(v.Overlay6Local); !a.IsUnspecified() {
 		t.Overlay6Local, t.Overlay6Remote = a, netip.AddrFrom16(v.Overlay6Remote)

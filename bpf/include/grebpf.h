@@ -74,7 +74,7 @@ struct tunnel {
 	__u32 rx_ifindex;
 	__be32 overlay_local;
 	__be32 overlay_remote;
-	__be32 wan_nexthop; /* outer next hop kept resolved (managed neighbour) */
+	struct outer_addr wan_nexthop; /* outer next hop kept resolved (managed neighbour) */
 	__u8 overlay6_local[16]; /* IPv6 overlay addresses; zero: the tunnel carries IPv4 only */
 	__u8 overlay6_remote[16];
 	char name[TUNNEL_NAME_LEN];

@@ -37,13 +37,14 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	fs.BoolVar(&r.XDPGeneric, "xdp-generic", false, "attach XDP in generic (skb) mode")
 	fs.StringVar(&r.TC, "tc", "", "TC attach: auto, tcx or clsact (default auto: tcx where the kernel has it)")
 	fs.StringVar(&t.Name, "name", "", "tunnel name (default gre1)")
-	fs.StringVar(&t.Local, "local", "", "outer source address (this router's WAN address)")
-	fs.StringVar(&t.Remote, "remote", "", "outer destination address (the peer's WAN address)")
+	fs.StringVar(&t.Local, "local", "", "outer source address (this router's WAN address), IPv4 or IPv6")
+	fs.StringVar(&t.Remote, "remote", "", "outer destination address (the peer's WAN address), of the same family")
+	fs.StringVar(&t.EncapLimit, "encaplimit", "", "over IPv6: the tunnel encapsulation limit option sent, 0..255 or none (default 4, as ip6gre)")
 	fs.StringVar(&t.Key, "key", "", "GRE key (RFC 2890) sent and required; none if empty")
 	fs.StringVar(&t.IKey, "ikey", "", "GRE key received packets must carry (instead of --key)")
 	fs.StringVar(&t.OKey, "okey", "", "GRE key sent (instead of --key)")
-	fs.StringVar(&t.TTL, "ttl", "", "outer TTL: 1..255 or inherit (default 64)")
-	fs.StringVar(&t.TOS, "tos", "", "outer TOS: inherit or 0..255 (default inherit; ECN always follows the inner header)")
+	fs.StringVar(&t.TTL, "ttl", "", "outer TTL or hop limit: 1..255 or inherit (default 64)")
+	fs.StringVar(&t.TOS, "tos", "", "outer TOS or traffic class: inherit or 0..255 (default inherit; ECN always follows the inner header)")
 	fs.BoolVar(&t.Seq, "seq", false, "send GRE sequence numbers and drop received packets out of order (--iseq and --oseq)")
 	fs.BoolVar(&t.ISeq, "iseq", false, "drop received packets without a sequence number or out of order")
 	fs.BoolVar(&t.OSeq, "oseq", false, "send sequence numbers (the tunnel interface then segments in software, as ip_gre)")
@@ -67,7 +68,7 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	tunnelFlags := false
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
-		case "name", "local", "remote", "key", "ikey", "okey", "ttl", "tos", "overlay", "peer", "overlay6", "peer6", "route", "rp-filter",
+		case "name", "local", "remote", "encaplimit", "key", "ikey", "okey", "ttl", "tos", "overlay", "peer", "overlay6", "peer6", "route", "rp-filter",
 			"pmtudisc", "seq", "iseq", "oseq", "csum", "icsum", "ocsum":
 			tunnelFlags = true
 		}

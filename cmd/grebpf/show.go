@@ -35,6 +35,9 @@ type showTunnel struct {
 	RPFilter string `json:"rp_filter"`
 	// PMTUDisc is on (outer DF always set) or off (copied from the inner).
 	PMTUDisc string `json:"pmtudisc"`
+	// EncapLimit is, over IPv6, the encapsulation limit option sent
+	// ("none" for none); empty over IPv4.
+	EncapLimit string `json:"encaplimit"`
 	// ISeq: received packets must be numbered in order; OSeq: sent ones are numbered.
 	ISeq bool `json:"iseq"`
 	OSeq bool `json:"oseq"`
@@ -133,7 +136,7 @@ func runShow(g *globals, args []string) error {
 			key = t.OKey
 		}
 		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), key, t.IKey, t.OKey,
-			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), addrString(t.Overlay6Local), addrString(t.Overlay6Remote), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], t.ISeq, t.OSeq, t.ICsum, t.OCsum, pathMTUOf(t)})
+			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), addrString(t.Overlay6Local), addrString(t.Overlay6Remote), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], encapLimitName(t.Tunnel), t.ISeq, t.OSeq, t.ICsum, t.OCsum, pathMTUOf(t)})
 	}
 	for _, r := range st.Routes {
 		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), r.Tunnel})
@@ -192,6 +195,16 @@ func runShow(g *globals, args []string) error {
 		fmt.Fprintf(w, "%s\t%s\n", r.Prefix, r.Tunnel)
 	}
 	return w.Flush()
+}
+
+func encapLimitName(t tunnel.Tunnel) string {
+	switch {
+	case !t.Local.Is6():
+		return ""
+	case t.EncapLimit < 0:
+		return "none"
+	}
+	return fmt.Sprint(t.EncapLimit)
 }
 
 // addrString is "" for no address.

@@ -51,6 +51,10 @@ const (
 // traceroute through the tunnel.
 const DefaultTTL = 64
 
+// DefaultEncapLimit is ip6gre's tunnel encapsulation limit (RFC 2473's
+// recommended default), sent over IPv6 unless a tunnel says otherwise.
+const DefaultEncapLimit = 4
+
 // Router is everything attach applies to one network namespace.
 type Router struct {
 	Device string `yaml:"device,omitempty"`
@@ -72,17 +76,24 @@ type Router struct {
 
 // Tunnel is one GRE tunnel and the inner prefixes routed into it.
 type Tunnel struct {
-	Name   string `yaml:"name,omitempty"`
+	Name string `yaml:"name,omitempty"`
+	// Local and Remote are the outer addresses: both IPv4 (GRE over IPv4,
+	// as ip_gre) or both IPv6 (GRE over IPv6, as ip6gre).
 	Local  string `yaml:"local,omitempty"`
 	Remote string `yaml:"remote,omitempty"`
+	// EncapLimit is, over IPv6, the tunnel encapsulation limit option
+	// sent (0..255) or "none"; empty means 4, as ip6gre.
+	EncapLimit string `yaml:"encaplimit,omitempty"`
 	// Key is the GRE key both ways; IKey and OKey set the key received
 	// and the key sent apart (ip_gre's ikey, okey). Empty means none.
 	Key  string `yaml:"key,omitempty"`
 	IKey string `yaml:"ikey,omitempty"`
 	OKey string `yaml:"okey,omitempty"`
-	// TTL is the outer TTL, 1..255, or "inherit"; empty means 64.
+	// TTL is the outer TTL (hop limit over IPv6), 1..255, or "inherit";
+	// empty means 64.
 	TTL string `yaml:"ttl,omitempty"`
-	// TOS is "inherit" (the default) or a fixed value 0..255.
+	// TOS is the outer TOS (traffic class over IPv6): "inherit" (the
+	// default) or a fixed value 0..255.
 	TOS string `yaml:"tos,omitempty"`
 	// Overlay is this side's tunnel address, Peer the other side's.
 	Overlay string `yaml:"overlay,omitempty"`
@@ -98,6 +109,7 @@ type Tunnel struct {
 	RPFilter string `yaml:"rp_filter,omitempty"`
 	// PMTUDisc is on (the default: outer DF always set) or off (outer DF
 	// copied from the inner packet), as ip_gre's pmtudisc/nopmtudisc.
+	// IPv6 has no DF: over IPv6 it is always on.
 	PMTUDisc string `yaml:"pmtudisc,omitempty"`
 	// Seq sends sequence numbers and requires them in order; ISeq and
 	// OSeq each half (ip_gre's seq, iseq, oseq).
@@ -260,6 +272,19 @@ func parseAddr(field, name, s string) (netip.Addr, error) {
 	return a, nil
 }
 
+// parseOuterAddr reads an outer address: IPv4, or an IPv6 address a
+// tunnel can run between (one host's, beyond its link).
+func parseOuterAddr(field, name, s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err == nil && a.Is4() {
+		return a, nil
+	}
+	if err != nil || a.Zone() != "" || a.Is4In6() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified() || a.IsLoopback() {
+		return a, fmt.Errorf("tunnel %s: %s %q is not an IPv4 address or a global or unique-local IPv6 one (e.g. 10.0.0.1, 2001:db8::1)", name, field, s)
+	}
+	return a, nil
+}
+
 // MaxNameLen leaves room for the "p" of the interface's veth peer in
 // the kernel's 15-character device names.
 const MaxNameLen = 14
@@ -286,9 +311,16 @@ func (t Tunnel) plan(pos int, wanMTU int) (tunnel.Tunnel, []tunnel.Route, error)
 		if f.val == "" {
 			return mt, nil, fmt.Errorf("tunnel %s: missing %s address: give --%s A.B.C.D", mt.Name, f.field, f.field)
 		}
-		if *f.dst, err = parseAddr(f.field, mt.Name, f.val); err != nil {
+		parse := parseAddr
+		if f.field == "local" || f.field == "remote" {
+			parse = parseOuterAddr
+		}
+		if *f.dst, err = parse(f.field, mt.Name, f.val); err != nil {
 			return mt, nil, err
 		}
+	}
+	if mt.Local.Is6() != mt.Remote.Is6() {
+		return mt, nil, fmt.Errorf("tunnel %s: local %s and remote %s are of different families: give two IPv4 or two IPv6 addresses", mt.Name, mt.Local, mt.Remote)
 	}
 	if mt.Local == mt.Remote || mt.OverlayLocal == mt.OverlayRemote {
 		return mt, nil, fmt.Errorf("tunnel %s: both ends have the same address: check local/remote and overlay/peer", mt.Name)
@@ -357,11 +389,30 @@ func (t Tunnel) plan(pos int, wanMTU int) (tunnel.Tunnel, []tunnel.Route, error)
 		mt.TOSInherit = false
 		mt.TOS = uint8(v)
 	}
+	switch {
+	case !mt.Local.Is6():
+		if t.EncapLimit != "" {
+			return mt, nil, fmt.Errorf("tunnel %s: encaplimit is for a tunnel over IPv6 (ip6gre): drop it, or give IPv6 local and remote addresses", mt.Name)
+		}
+	case t.EncapLimit == "":
+		mt.EncapLimit = DefaultEncapLimit
+	case t.EncapLimit == "none":
+		mt.EncapLimit = -1
+	default:
+		v, err := strconv.ParseUint(t.EncapLimit, 10, 8)
+		if err != nil {
+			return mt, nil, fmt.Errorf("tunnel %s: encaplimit %q: use 0..255 or none", mt.Name, t.EncapLimit)
+		}
+		mt.EncapLimit = int(v)
+	}
 	mt.ISeq, mt.OSeq = t.Seq || t.ISeq, t.Seq || t.OSeq
 	mt.ICsum, mt.OCsum = t.Csum || t.ICsum, t.Csum || t.OCsum
 	switch t.PMTUDisc {
 	case "", "on":
 	case "off":
+		if mt.Local.Is6() {
+			return mt, nil, fmt.Errorf("tunnel %s: pmtudisc off: IPv6 has no DF bit to copy, and a tunnel over IPv6 always does path MTU discovery, as ip6gre: drop it", mt.Name)
+		}
 		if mt.TTL != 0 {
 			return mt, nil, fmt.Errorf("tunnel %s: pmtudisc off needs ttl inherit: a fixed TTL always does path MTU discovery, as with ip_gre", mt.Name)
 		}

@@ -37,10 +37,19 @@ const (
 // MaxSites keeps every site's numbers distinct and every name short.
 const MaxSites = 8
 
+// WAN families: the seed's IPv4 WAN (GRE over IPv4, as ip_gre), or an
+// IPv6 one (GRE over IPv6, as ip6gre).
+const (
+	WANIPv4 = "ipv4"
+	WANIPv6 = "ipv6"
+)
+
 // Lab is the shape of the lab.
 type Lab struct {
 	Sites    int
 	Topology string
+	// WAN is the WAN's family, WANIPv4 when empty.
+	WAN string
 }
 
 // Default is the seed scenario: two sites, one tunnel.
@@ -54,7 +63,21 @@ func (l Lab) Check() error {
 	if l.Topology != TopologyMesh && l.Topology != TopologyHub {
 		return fmt.Errorf("topology %q: use mesh or hub", l.Topology)
 	}
+	if l.WAN != "" && l.WAN != WANIPv4 && l.WAN != WANIPv6 {
+		return fmt.Errorf("wan %q: use ipv4 or ipv6", l.WAN)
+	}
 	return nil
+}
+
+// ipv6WAN says whether the WAN is IPv6.
+func (l Lab) ipv6WAN() bool { return l.WAN == WANIPv6 }
+
+// WANAddr is site s's router's WAN address in the lab's WAN family.
+func (l Lab) WANAddr(s Site) netip.Addr {
+	if l.ipv6WAN() {
+		return s.WANAddr6()
+	}
+	return s.WANAddr()
 }
 
 // Site is site k (1-based): host namespace lanK behind router rK.
@@ -111,6 +134,16 @@ func (s Site) lan6(low uint16) netip.Addr {
 // WANAddr is the router's WAN address; WANGateway the WAN router's.
 func (s Site) WANAddr() netip.Addr    { return netip.AddrFrom4([4]byte{10, s.octet(), 0, 1}) }
 func (s Site) WANGateway() netip.Addr { return netip.AddrFrom4([4]byte{10, s.octet(), 0, 254}) }
+
+// WANAddr6 and WANGateway6 are the same on an IPv6 WAN:
+// 2001:db8:ffff:100::1 and ::254 for site 1, the IPv4 WAN's second octet
+// written as the fourth group.
+func (s Site) WANAddr6() netip.Addr    { return s.wan6("1") }
+func (s Site) WANGateway6() netip.Addr { return s.wan6("254") }
+
+func (s Site) wan6(low string) netip.Addr {
+	return netip.MustParseAddr(fmt.Sprintf("2001:db8:ffff:%d::%s", s.octet(), low))
+}
 
 // SiteList lists the lab's sites in order.
 func (l Lab) SiteList() []Site {
@@ -200,7 +233,7 @@ func (l Lab) Router(s Site) config.Router {
 			}
 		}
 		r.Tunnels = append(r.Tunnels, config.Tunnel{Name: k.Name(),
-			Local: s.WANAddr().String(), Remote: far.WANAddr().String(),
+			Local: l.WANAddr(s).String(), Remote: l.WANAddr(far).String(),
 			Overlay: k.Overlay(s).String(), Peer: k.Overlay(far).String(),
 			Overlay6: k.Overlay6(s).String(), Peer6: k.Overlay6(far).String(),
 			Routes: append(routes, routes6...)})
@@ -236,13 +269,18 @@ func (l Lab) String() string {
 	if l.Sites > 2 {
 		shape = fmt.Sprintf(" (%d sites, %s)", l.Sites, l.Topology)
 	}
-	return strings.Join(parts, ", ") + " - wan" + shape
+	wan := " - wan"
+	if l.ipv6WAN() {
+		wan = " - wan (IPv6)"
+	}
+	return strings.Join(parts, ", ") + wan + shape
 }
 
 // topology is the lab without a tunnel, as ip(8) commands. The WAN router
-// blackholes private space, so nothing crosses it unencapsulated:
-// traceroute shows * * * there. The WAN is IPv4; the LANs' IPv6 has no
-// way across but the tunnels.
+// blackholes private and documentation space, so nothing crosses it
+// unencapsulated: traceroute shows * * * there. The WAN is IPv4 or IPv6;
+// the LANs are dual-stack, and what is not of the WAN's family has no way
+// across but the tunnels.
 func (l Lab) topology() [][]string {
 	cmds := [][]string{{"-n", "wan", "link", "set", "lo", "up"}}
 	for _, s := range l.SiteList() {
@@ -252,22 +290,31 @@ func (l Lab) topology() [][]string {
 			[]string{"link", "add", w, "netns", r, "type", "veth", "peer", "name", r, "netns", "wan"},
 			[]string{"-n", h, "addr", "add", s.HostAddr().String() + "/24", "dev", "eth0"},
 			[]string{"-n", r, "addr", "add", s.RouterLAN().String() + "/24", "dev", h},
-			[]string{"-n", r, "addr", "add", s.WANAddr().String() + "/24", "dev", w},
-			[]string{"-n", "wan", "addr", "add", s.WANGateway().String() + "/24", "dev", r},
 			[]string{"-n", h, "link", "set", "lo", "up"}, []string{"-n", h, "link", "set", "eth0", "up"},
 			[]string{"-n", r, "link", "set", "lo", "up"}, []string{"-n", r, "link", "set", h, "up"},
 			[]string{"-n", r, "link", "set", w, "up"}, []string{"-n", "wan", "link", "set", r, "up"},
 			[]string{"-n", h, "route", "add", "default", "via", s.RouterLAN().String()},
-			[]string{"-n", r, "route", "add", "default", "via", s.WANGateway().String()},
-			// The LANs are dual-stack.
 			[]string{"-n", h, "addr", "add", s.HostAddr6().String() + "/64", "dev", "eth0"},
 			[]string{"-n", r, "addr", "add", s.RouterLAN6().String() + "/64", "dev", h},
 			[]string{"-n", h, "-6", "route", "add", "default", "via", s.RouterLAN6().String()},
 		)
+		if l.ipv6WAN() {
+			cmds = append(cmds,
+				[]string{"-n", r, "addr", "add", s.WANAddr6().String() + "/64", "dev", w},
+				[]string{"-n", "wan", "addr", "add", s.WANGateway6().String() + "/64", "dev", r},
+				[]string{"-n", r, "-6", "route", "add", "default", "via", s.WANGateway6().String()})
+		} else {
+			cmds = append(cmds,
+				[]string{"-n", r, "addr", "add", s.WANAddr().String() + "/24", "dev", w},
+				[]string{"-n", "wan", "addr", "add", s.WANGateway().String() + "/24", "dev", r},
+				[]string{"-n", r, "route", "add", "default", "via", s.WANGateway().String()})
+		}
 	}
 	return append(cmds,
 		[]string{"-n", "wan", "route", "add", "blackhole", "172.16.0.0/12"},
-		[]string{"-n", "wan", "route", "add", "blackhole", "192.168.0.0/16"})
+		[]string{"-n", "wan", "route", "add", "blackhole", "192.168.0.0/16"},
+		[]string{"-n", "wan", "-6", "route", "add", "blackhole", "fc00::/7"},
+		[]string{"-n", "wan", "-6", "route", "add", "blackhole", "2001:db8::/32"})
 }
 
 // RouteLANsOnWAN lets the WAN router route the LANs: no tunnel needed,
@@ -312,6 +359,9 @@ func (l Lab) Up(tunnel string, fastPath bool) (err error) {
 		}
 		if !loader.HaveIPGRE() {
 			return errors.New("this kernel has no ip_gre (modprobe ip_gre fails): use --tunnel bpf, or run it in a VM with make test-vm")
+		}
+		if l.ipv6WAN() && !loader.HaveIP6GRE() {
+			return errors.New("this kernel has no ip6gre (modprobe ip6_gre fails): use --tunnel bpf, or run it in a VM with make test-vm")
 		}
 	default:
 		return fmt.Errorf("tunnel %q: use none, bpf or kernel", tunnel)

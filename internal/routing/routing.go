@@ -159,8 +159,8 @@ func WANNexthop(wan netlink.Link, t tunnel.Tunnel) (netip.Addr, error) {
 	if rs[0].LinkIndex != wan.Attrs().Index {
 		return netip.Addr{}, fmt.Errorf("tunnel %s: remote %s is routed through %s, not %s: attach to the device that reaches it", t.Name, t.Remote, linkName(rs[0].LinkIndex), wan.Attrs().Name)
 	}
-	if gw, ok := netip.AddrFromSlice(rs[0].Gw.To4()); ok {
-		return gw, nil
+	if gw, ok := netip.AddrFromSlice(rs[0].Gw); ok {
+		return gw.Unmap(), nil
 	}
 	return t.Remote, nil
 }
@@ -337,15 +337,15 @@ func DeleteInterface(ifindex uint32) error {
 // entry.
 func KeepResolved(h *netlink.Handle, wan netlink.Link, tunnels []tunnel.Tunnel) ([]tunnel.Tunnel, bool, error) {
 	idx := wan.Attrs().Index
-	ns, err := h.NeighList(idx, unix.AF_INET)
+	ns, err := h.NeighList(idx, unix.AF_UNSPEC)
 	if err != nil {
 		return nil, false, fmt.Errorf("list neighbours: %w", err)
 	}
 	changed := false
 	managed := map[netip.Addr]bool{}
 	for _, n := range ns {
-		if a, ok := netip.AddrFromSlice(n.IP.To4()); ok && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
-			managed[a] = true
+		if a, ok := netip.AddrFromSlice(n.IP); ok && n.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
+			managed[a.Unmap()] = true
 		}
 	}
 	out := slices.Clone(tunnels)
@@ -355,7 +355,7 @@ func KeepResolved(h *netlink.Handle, wan netlink.Link, tunnels []tunnel.Tunnel) 
 			return nil, changed, err
 		}
 		if !managed[nh] {
-			if err := h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET,
+			if err := h.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: family(nh),
 				IP: nh.AsSlice(), FlagsExt: netlink.NTF_EXT_MANAGED}); err != nil {
 				return nil, changed, fmt.Errorf("add managed neighbour for next hop %s (kernel 5.16+): %w", nh, err)
 			}
@@ -365,6 +365,13 @@ func KeepResolved(h *netlink.Handle, wan netlink.Link, tunnels []tunnel.Tunnel) 
 		out[i].WANNexthop = nh
 	}
 	return out, changed, nil
+}
+
+func family(a netip.Addr) int {
+	if a.Is6() {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
 }
 
 // ForgetNeighbours deletes the managed neighbours on wanIfindex for the
@@ -377,7 +384,7 @@ func ForgetNeighbours(wanIfindex int, gone, keep []netip.Addr) error {
 			continue
 		}
 		done[nh] = true
-		n := &netlink.Neigh{LinkIndex: wanIfindex, Family: unix.AF_INET, IP: nh.AsSlice()}
+		n := &netlink.Neigh{LinkIndex: wanIfindex, Family: family(nh), IP: nh.AsSlice()}
 		if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("delete managed neighbour %s: %w", nh, err))
 		}

@@ -38,6 +38,37 @@ func TestReasonNamesFollowC(t *testing.T) {
 	}
 }
 
+// TestTunnelRoundTripIPv6: a tunnel over IPv6 reads back as written, its
+// encapsulation limit included, and decap finds it by its IPv6 addresses
+// as packets carry them.
+func TestTunnelRoundTripIPv6(t *testing.T) {
+	testutil.NeedRoot(t)
+	for _, limit := range []int{4, 0, -1} {
+		var objs bpf.GrebpfObjects
+		if err := bpf.LoadGrebpfObjects(&objs, nil); err != nil {
+			t.Fatal(err)
+		}
+		defer objs.Close()
+		in := tunnel.Tunnel{Name: "gre6", Local: netip.MustParseAddr("2001:db8:ffff:100::1"),
+			Remote: netip.MustParseAddr("2001:db8:ffff:200::1"), EncapLimit: limit, TTL: 64, TOSInherit: true,
+			OverlayLocal: netip.MustParseAddr("192.168.1.1"), OverlayRemote: netip.MustParseAddr("192.168.1.2"),
+			WANNexthop: netip.MustParseAddr("2001:db8:ffff:100::254"), Link: tunnel.Link{Ifindex: 30, PeerIfindex: 31, WANIfindex: 2}}
+		if err := maps.PutTunnel(&objs.GrebpfMaps, in); err != nil {
+			t.Fatal(err)
+		}
+		ts, err := maps.Tunnels(&objs.GrebpfMaps)
+		if err != nil || len(ts) != 1 || ts[0] != in {
+			t.Fatalf("encaplimit %d: tunnels %+v, %v\nwant %+v", limit, ts, err, in)
+		}
+		var ep bpf.GrebpfEndpoint
+		k := bpf.GrebpfEndpointKey{Local: bpf.GrebpfOuterAddr{A: [16]byte{0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0x01, 0x00, 15: 1}},
+			Remote: bpf.GrebpfOuterAddr{A: [16]byte{0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0x02, 0x00, 15: 1}}}
+		if err := objs.Endpoints.Lookup(k, &ep); err != nil || ep.Ifindex != 30 {
+			t.Errorf("encaplimit %d: endpoint %+v, %v", limit, ep, err)
+		}
+	}
+}
+
 func TestTunnelRoundTrip(t *testing.T) {
 	testutil.NeedRoot(t)
 	var objs bpf.GrebpfObjects

@@ -147,11 +147,27 @@ func labUp(t *testing.T, extra ...string) {
 	t.Cleanup(func() { grebpf(t, "lab", "down") })
 }
 
+// ipv6WAN is the seed's lab with its WAN in IPv6.
+var ipv6WAN = lab.Lab{Sites: 2, Topology: lab.TopologyMesh, WAN: lab.WANIPv6}
+
+// labArgs are the lab up arguments that build l's WAN.
+func labArgs(l lab.Lab) []string {
+	if l.WAN == lab.WANIPv6 {
+		return []string{"--wan", "ipv6"}
+	}
+	return nil
+}
+
 // attachArgs are the lab's tunnel, as a user would type it, per router
 // (r1 or r2). In extra, LAN stands for the router's LAN device.
 func attachArgs(router string, extra ...string) []string {
+	return attachArgsIn(lab.Default, router, extra...)
+}
+
+// attachArgsIn is attachArgs for the lab l.
+func attachArgsIn(l lab.Lab, router string, extra ...string) []string {
 	s := lab.Site(map[string]int{"r1": 1, "r2": 2}[router])
-	cfg := lab.Default.Router(s)
+	cfg := l.Router(s)
 	tn := cfg.Tunnels[0]
 	a := []string{"--netns", router, "attach", "--dev", cfg.Device, "--local", tn.Local, "--remote", tn.Remote,
 		"--overlay", tn.Overlay, "--peer", tn.Peer, "--overlay6", tn.Overlay6, "--peer6", tn.Peer6}
@@ -184,8 +200,14 @@ func withoutFlag(args []string, flag string) []string {
 // attachBoth attaches r2 then r1 (decap live before the peer encapsulates).
 func attachBoth(t *testing.T, extra ...string) {
 	t.Helper()
-	grebpf(t, attachArgs("r2", extra...)...)
-	grebpf(t, attachArgs("r1", extra...)...)
+	attachBothIn(t, lab.Default, extra...)
+}
+
+// attachBothIn is attachBoth for the lab l.
+func attachBothIn(t *testing.T, l lab.Lab, extra ...string) {
+	t.Helper()
+	grebpf(t, attachArgsIn(l, "r2", extra...)...)
+	grebpf(t, attachArgsIn(l, "r1", extra...)...)
 }
 
 var hopRE = regexp.MustCompile(`^\s*(\d+)\s+(.*)$`)

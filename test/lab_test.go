@@ -12,116 +12,144 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/grebpf/grebpf/internal/lab"
 )
 
-// The seed without a tunnel: the WAN router drops private space silently.
+// The seed without a tunnel: the WAN router drops private and
+// documentation space silently, whatever the WAN's family.
 func TestSeedWithoutTunnel(t *testing.T) {
-	labUp(t)
-	got := traceroute(t, "lan1", "172.16.200.1", 5)
-	want := []string{"172.16.100.254", "*", "*", "*", "*"}
-	if !slices.Equal(got, want) {
-		t.Fatalf("traceroute lan1 → 172.16.200.1: %v, want %v", got, want)
+	for _, c := range []struct {
+		lab  lab.Lab
+		to   string
+		want []string
+	}{
+		{lab.Default, "172.16.200.1", []string{"172.16.100.254", "*", "*", "*", "*"}},
+		{lab.Default, "2001:db8:200::1", []string{"2001:db8:100::254", "*", "*", "*", "*"}},
+		{ipv6WAN, "2001:db8:200::1", []string{"2001:db8:100::254", "*", "*", "*", "*"}},
+	} {
+		labUp(t, labArgs(c.lab)...)
+		if got := traceroute(t, "lan1", c.to, 5); !slices.Equal(got, c.want) {
+			t.Errorf("%s WAN: traceroute lan1 → %s: %v, want %v", c.lab.WAN, c.to, got, c.want)
+		}
+		grebpf(t, "lab", "down")
 	}
 }
 
 // The seed with the tunnel, once per decap attach point, and with the XDP
-// fast path (on a lab prepared for it).
+// fast path (on a lab prepared for it); over the IPv4 WAN (ip_gre's GRE,
+// 24 bytes) and over the IPv6 one (ip6gre's, 52 bytes with its
+// encapsulation limit).
 func TestTunnel(t *testing.T) {
-	for _, mode := range []struct {
-		name, decap string
-		lab, attach []string
+	for _, wan := range []struct {
+		lab lab.Lab
+		mtu int
+		// gre matches the WAN's view of a tunnel packet, either way.
+		gre *regexp.Regexp
 	}{
-		{"decap-xdp", "xdp", nil, []string{"--decap", "xdp"}},
-		{"decap-tc", "tc", nil, []string{"--decap", "tc"}},
-		{"fastpath", "xdp", []string{"--fastpath"}, []string{"--fastpath", "LAN"}},
+		{lab.Default, 1476, regexp.MustCompile(`^\S+ \S+ +\S+ +IP (10\.100\.0\.1 > 10\.200\.0\.1|10\.200\.0\.1 > 10\.100\.0\.1): GREv0, `)},
+		{ipv6WAN, 1448, regexp.MustCompile(`^\S+ \S+ +\S+ +IP6 (2001:db8:ffff:100::1 > 2001:db8:ffff:200::1|2001:db8:ffff:200::1 > 2001:db8:ffff:100::1): DSTOPT .*GREv0, `)},
 	} {
-		decap := mode.name
-		t.Run(mode.name, func(t *testing.T) {
-			labUp(t, mode.lab...)
-			attachBoth(t, mode.attach...)
-			var show struct {
-				Decap    string
-				FastPath []string
+		for _, mode := range []struct {
+			name, decap string
+			lab, attach []string
+		}{
+			{"decap-xdp", "xdp", nil, []string{"--decap", "xdp"}},
+			{"decap-tc", "tc", nil, []string{"--decap", "tc"}},
+			{"fastpath", "xdp", []string{"--fastpath"}, []string{"--fastpath", "LAN"}},
+		} {
+			decap := mode.name
+			name := mode.name
+			if wan.lab.WAN == lab.WANIPv6 {
+				decap, name = "ipv6 WAN, "+decap, "ipv6-wan/"+name
 			}
-			if err := json.Unmarshal([]byte(grebpf(t, "--netns", "r1", "show", "--json")), &show); err != nil || show.Decap != mode.decap {
-				t.Fatalf("show says decap %q (%v), want %s", show.Decap, err, mode.decap)
-			}
-			if fast := slices.Equal(show.FastPath, []string{"lan1"}); fast != (mode.lab != nil) {
-				t.Fatalf("show says fast path on %v", show.FastPath)
-			}
+			t.Run(name, func(t *testing.T) {
+				labUp(t, append(labArgs(wan.lab), mode.lab...)...)
+				attachBothIn(t, wan.lab, mode.attach...)
+				var show struct {
+					Decap    string
+					FastPath []string
+				}
+				if err := json.Unmarshal([]byte(grebpf(t, "--netns", "r1", "show", "--json")), &show); err != nil || show.Decap != mode.decap {
+					t.Fatalf("show says decap %q (%v), want %s", show.Decap, err, mode.decap)
+				}
+				if fast := slices.Equal(show.FastPath, []string{"lan1"}); fast != (mode.lab != nil) {
+					t.Fatalf("show says fast path on %v", show.FastPath)
+				}
 
-			t.Run("traceroute", func(t *testing.T) { checkSeedTraceroutes(t, decap) })
-			t.Run("ping overlay", func(t *testing.T) {
-				for _, c := range [][2]string{{"lan1", "192.168.1.2"}, {"r1", "192.168.1.2"}, {"lan2", "192.168.1.1"}, {"r2", "192.168.1.1"}, {"lan1", "172.16.200.1"}, {"lan2", "172.16.100.1"},
-					{"lan1", "fd00:1::2"}, {"r1", "fd00:1::2"}, {"lan2", "fd00:1::1"}, {"r2", "fd00:1::1"}, {"lan1", "2001:db8:200::1"}, {"lan2", "2001:db8:100::1"}} {
-					mustPing(t, c[0], c[1])
-				}
-			})
-			t.Run("pmtu", func(t *testing.T) {
-				// 1448 + 8 ICMP + 20 IPv4 = 1476 = 1500 − 24 bytes of GRE.
-				if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1448"); r.code != 0 {
-					t.Errorf("1476-byte DF ping failed:\n%s%s", r.out, r.stderr)
-				}
-				r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1449")
-				if r.code == 0 || !strings.Contains(r.out, "From 172.16.100.254") || !strings.Contains(r.out, "Frag needed and DF set (mtu = 1476)") {
-					t.Errorf("1477-byte DF ping: want frag needed (mtu = 1476) from r1, got exit %d:\n%s%s", r.code, r.out, r.stderr)
-				}
-				// IPv6: 1428 + 8 ICMPv6 + 40 IPv6 = 1476; routers never fragment.
-				if r := ping(t, "lan1", "2001:db8:200::1", "-M", "do", "-s", "1428"); r.code != 0 {
-					t.Errorf("1476-byte IPv6 ping failed:\n%s%s", r.out, r.stderr)
-				}
-				r = ping(t, "lan1", "2001:db8:200::1", "-M", "do", "-s", "1452")
-				if r.code == 0 || !strings.Contains(r.out, "From 2001:db8:100::254") || !strings.Contains(r.out, "Packet too big: mtu=1476") {
-					t.Errorf("1500-byte IPv6 ping: want packet too big (mtu=1476) from r1, got exit %d:\n%s%s", r.code, r.out, r.stderr)
-				}
-			})
-			t.Run("wan sees only gre", func(t *testing.T) {
-				lines := capture(t, "wan", "ip or (ip6 and not src net fe80::/10)", func() {
-					mustPing(t, "lan1", "172.16.200.1")
-					mustPing(t, "lan2", "172.16.100.1")
-					mustPing(t, "lan1", "2001:db8:200::1")
-					in(t, "lan1", "traceroute", "-n", "-q", "1", "-w", "1", "-m", "3", "-U", "172.16.200.1")
+				t.Run("traceroute", func(t *testing.T) { checkSeedTraceroutes(t, decap) })
+				t.Run("ping overlay", func(t *testing.T) {
+					for _, c := range [][2]string{{"lan1", "192.168.1.2"}, {"r1", "192.168.1.2"}, {"lan2", "192.168.1.1"}, {"r2", "192.168.1.1"}, {"lan1", "172.16.200.1"}, {"lan2", "172.16.100.1"},
+						{"lan1", "fd00:1::2"}, {"r1", "fd00:1::2"}, {"lan2", "fd00:1::1"}, {"r2", "fd00:1::1"}, {"lan1", "2001:db8:200::1"}, {"lan2", "2001:db8:100::1"}} {
+						mustPing(t, c[0], c[1])
+					}
 				})
-				gre := regexp.MustCompile(`^\S+ \S+ +\S+ +IP (10\.100\.0\.1 > 10\.200\.0\.1|10\.200\.0\.1 > 10\.100\.0\.1): GREv0, `)
-				if len(lines) < 4 {
-					t.Fatalf("captured %d packets, want at least 4", len(lines))
-				}
-				for _, l := range lines {
-					if !gre.MatchString(l) {
-						t.Errorf("non-GRE packet on the WAN: %s", l)
+				t.Run("pmtu", func(t *testing.T) {
+					// IPv4: the tunnel MTU less 8 bytes of ICMP and 20 of IPv4.
+					if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", fmt.Sprint(wan.mtu-28)); r.code != 0 {
+						t.Errorf("%d-byte DF ping failed:\n%s%s", wan.mtu, r.out, r.stderr)
 					}
-				}
-			})
-			t.Run("stats add up", func(t *testing.T) {
-				tunnelsQuiet(t)
-				// ICMP echoes of 56 bytes: 84-byte IPv4 packets, 104-byte IPv6 ones.
-				for _, c := range []struct {
-					to   string
-					size uint64
-				}{{"172.16.200.1", 84}, {"2001:db8:200::1", 104}} {
-					statsAddUp(t, c.to, c.size)
-				}
-			})
-			t.Run("iperf3", func(t *testing.T) {
-				for _, c := range []struct{ family, to string }{{"IPv4", "172.16.200.1"}, {"IPv6", "2001:db8:200::1"}} {
-					rx0, bytes0 := linkStat(t, "r2", "gre1", "rx_packets"), linkStat(t, "r2", "gre1", "rx_bytes")
-					gbps, retrans := iperfBetween(t, "lan1", "lan2", c.to, 3)
-					t.Logf("iperf3 TCP lan1 → lan2 over %s, %s: %.2f Gbit/s, %d retransmits", c.family, decap, gbps, retrans)
-					if gbps <= 0 {
-						t.Errorf("%s: no TCP throughput", c.family)
+					r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", fmt.Sprint(wan.mtu-27))
+					if want := fmt.Sprintf("Frag needed and DF set (mtu = %d)", wan.mtu); r.code == 0 || !strings.Contains(r.out, "From 172.16.100.254") || !strings.Contains(r.out, want) {
+						t.Errorf("%d-byte DF ping: want %q from r1, got exit %d:\n%s%s", wan.mtu+1, want, r.code, r.out, r.stderr)
 					}
-					// GSO kept: what decap hands r2's tunnel interface are
-					// the WAN's GRO'd aggregates, not wire-sized packets (a
-					// decap that left IPv6 marked as IPv4 had them
-					// segmented: 1,478 bytes a packet, 0.01 Gbit/s on 6.1).
-					// The fast path forwards past the interface.
-					rx, bytes := linkStat(t, "r2", "gre1", "rx_packets"), linkStat(t, "r2", "gre1", "rx_bytes")
-					if per := float64(bytes-bytes0) / float64(max(rx-rx0, 1)); mode.lab == nil && per < 3000 {
-						t.Errorf("%s: r2's gre1 received %.0f bytes a packet: GRO'd packets were not carried whole", c.family, per)
+					// IPv6: 8 bytes of ICMPv6 and 40 of IPv6; routers never fragment.
+					if r := ping(t, "lan1", "2001:db8:200::1", "-M", "do", "-s", fmt.Sprint(wan.mtu-48)); r.code != 0 {
+						t.Errorf("%d-byte IPv6 ping failed:\n%s%s", wan.mtu, r.out, r.stderr)
 					}
-				}
+					r = ping(t, "lan1", "2001:db8:200::1", "-M", "do", "-s", "1452")
+					if want := fmt.Sprintf("Packet too big: mtu=%d", wan.mtu); r.code == 0 || !strings.Contains(r.out, "From 2001:db8:100::254") || !strings.Contains(r.out, want) {
+						t.Errorf("1500-byte IPv6 ping: want %q from r1, got exit %d:\n%s%s", want, r.code, r.out, r.stderr)
+					}
+				})
+				t.Run("wan sees only gre", func(t *testing.T) {
+					// Neighbour discovery (from global addresses too) is the WAN's own.
+					lines := capture(t, "wan", "ip or (ip6 and not src net fe80::/10 and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 137))", func() {
+						mustPing(t, "lan1", "172.16.200.1")
+						mustPing(t, "lan2", "172.16.100.1")
+						mustPing(t, "lan1", "2001:db8:200::1")
+						in(t, "lan1", "traceroute", "-n", "-q", "1", "-w", "1", "-m", "3", "-U", "172.16.200.1")
+					})
+					if len(lines) < 4 {
+						t.Fatalf("captured %d packets, want at least 4", len(lines))
+					}
+					for _, l := range lines {
+						if !wan.gre.MatchString(l) {
+							t.Errorf("non-GRE packet on the WAN: %s", l)
+						}
+					}
+				})
+				t.Run("stats add up", func(t *testing.T) {
+					tunnelsQuiet(t)
+					// ICMP echoes of 56 bytes: 84-byte IPv4 packets, 104-byte IPv6 ones.
+					for _, c := range []struct {
+						to   string
+						size uint64
+					}{{"172.16.200.1", 84}, {"2001:db8:200::1", 104}} {
+						statsAddUp(t, c.to, c.size)
+					}
+				})
+				t.Run("iperf3", func(t *testing.T) {
+					for _, c := range []struct{ family, to string }{{"IPv4", "172.16.200.1"}, {"IPv6", "2001:db8:200::1"}} {
+						rx0, bytes0 := linkStat(t, "r2", "gre1", "rx_packets"), linkStat(t, "r2", "gre1", "rx_bytes")
+						gbps, retrans := iperfBetween(t, "lan1", "lan2", c.to, 3)
+						t.Logf("iperf3 TCP lan1 → lan2 over %s, %s: %.2f Gbit/s, %d retransmits", c.family, decap, gbps, retrans)
+						if gbps <= 0 {
+							t.Errorf("%s: no TCP throughput", c.family)
+						}
+						// GSO kept: what decap hands r2's tunnel interface are
+						// the WAN's GRO'd aggregates, not wire-sized packets (a
+						// decap that left IPv6 marked as IPv4 had them
+						// segmented: 1,478 bytes a packet, 0.01 Gbit/s on 6.1).
+						// The fast path forwards past the interface.
+						rx, bytes := linkStat(t, "r2", "gre1", "rx_packets"), linkStat(t, "r2", "gre1", "rx_bytes")
+						if per := float64(bytes-bytes0) / float64(max(rx-rx0, 1)); mode.lab == nil && per < 3000 {
+							t.Errorf("%s: r2's gre1 received %.0f bytes a packet: GRO'd packets were not carried whole", c.family, per)
+						}
+					}
+				})
 			})
-		})
+		}
 	}
 }
 

@@ -72,6 +72,38 @@ func TestValidateDualStack(t *testing.T) {
 	}
 }
 
+// TestValidateOuterIPv6: a tunnel over IPv6 is sized as ip6gre sizes it,
+// 1448 with the encapsulation limit (ip6gre's default, 4) and 1456
+// without, keys taking 4 more as over IPv4.
+func TestValidateOuterIPv6(t *testing.T) {
+	cases := []struct {
+		limit, key string
+		wantLimit  int
+		wantMTU    uint16
+	}{
+		{"", "", 4, 1448},
+		{"none", "", -1, 1456},
+		{"0", "", 0, 1448},
+		{"", "7", 4, 1444},
+	}
+	for _, c := range cases {
+		r := r1()
+		r.Tunnels[0].Local, r.Tunnels[0].Remote = "2001:db8:ffff:100::1", "2001:db8:ffff:200::1"
+		r.Tunnels[0].EncapLimit, r.Tunnels[0].Key = c.limit, c.key
+		p, err := r.Validate(1500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tun := p.Tunnels[0]
+		if tun.EncapLimit != c.wantLimit || tun.MTU != c.wantMTU || tun.Local != netip.MustParseAddr("2001:db8:ffff:100::1") {
+			t.Errorf("encaplimit %q key %q: tunnel %+v, want encapsulation limit %d, MTU %d", c.limit, c.key, tun, c.wantLimit, c.wantMTU)
+		}
+	}
+	if p, _ := r1().Validate(1500); p.Tunnels[0].EncapLimit != 0 {
+		t.Errorf("a tunnel over IPv4 has encapsulation limit %d", p.Tunnels[0].EncapLimit)
+	}
+}
+
 func TestValidateErrors(t *testing.T) {
 	cases := []struct {
 		name string
@@ -82,8 +114,17 @@ func TestValidateErrors(t *testing.T) {
 		{"bad decap", func(r *Router) { r.Decap = "ebpf" }, "use auto, xdp or tc"},
 		{"bad tc", func(r *Router) { r.TC = "qdisc" }, "use auto, tcx or clsact"},
 		{"no tunnel", func(r *Router) { r.Tunnels = nil }, "no tunnel"},
-		{"bad local", func(r *Router) { r.Tunnels[0].Local = "10.100.0" }, `local "10.100.0" is not an IPv4 address`},
-		{"ipv6 remote", func(r *Router) { r.Tunnels[0].Remote = "2001:db8::1" }, "not an IPv4 address"},
+		{"bad local", func(r *Router) { r.Tunnels[0].Local = "10.100.0" }, `local "10.100.0" is not an IPv4 address or a global or unique-local IPv6 one`},
+		{"ipv6 remote, ipv4 local", func(r *Router) { r.Tunnels[0].Remote = "2001:db8::1" }, "local 10.100.0.1 and remote 2001:db8::1 are of different families"},
+		{"link-local remote", func(r *Router) { r.Tunnels[0].Local, r.Tunnels[0].Remote = "2001:db8::1", "fe80::2" }, `remote "fe80::2" is not an IPv4 address or a global or unique-local IPv6 one`},
+		{"ipv6 overlay", func(r *Router) { r.Tunnels[0].Overlay = "fd00:1::1" }, `overlay "fd00:1::1" is not an IPv4 address`},
+		{"encaplimit over ipv4", func(r *Router) { r.Tunnels[0].EncapLimit = "4" }, "encaplimit is for a tunnel over IPv6"},
+		{"bad encaplimit", func(r *Router) {
+			r.Tunnels[0].Local, r.Tunnels[0].Remote, r.Tunnels[0].EncapLimit = "2001:db8::1", "2001:db8::2", "256"
+		}, `encaplimit "256": use 0..255 or none`},
+		{"pmtudisc off over ipv6", func(r *Router) {
+			r.Tunnels[0].Local, r.Tunnels[0].Remote, r.Tunnels[0].TTL, r.Tunnels[0].PMTUDisc = "2001:db8::1", "2001:db8::2", "inherit", "off"
+		}, "IPv6 has no DF bit to copy"},
 		{"missing peer", func(r *Router) { r.Tunnels[0].Peer = "" }, "missing peer address"},
 		{"bad prefix", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.0/33"} }, "is not an IPv4 or IPv6 prefix"},
 		{"ipv6 route without ipv6 overlay", func(r *Router) { r.Tunnels[0].Routes = []string{"2001:db8:200::/64"} }, "route 2001:db8:200::/64 is IPv6: give the tunnel IPv6 addresses too (--overlay6, --peer6)"},

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/grebpf/grebpf/internal/lab"
 	"github.com/grebpf/grebpf/internal/netns"
 	"github.com/grebpf/grebpf/loader"
 )
@@ -38,16 +39,31 @@ func needIPGRE(t *testing.T) {
 	t.Skip("needs ip_gre, runs under make test-vm")
 }
 
+// needIP6GRE is needIPGRE for ip6gre.
+func needIP6GRE(t *testing.T) {
+	t.Helper()
+	if loader.HaveIP6GRE() {
+		return
+	}
+	if os.Getenv("GREBPF_VM") != "" {
+		t.Fatal("ip6gre is missing in the VM, where the parity tests must run")
+	}
+	t.Skip("needs ip6gre, runs under make test-vm")
+}
+
 // modeArgs are the attach flags of each mode under comparison.
 var modeArgs = map[string][]string{"bpf": nil, "kernel": {"--mode", "kernel"}}
 
 func TestParityTraceroute(t *testing.T) {
 	needIPGRE(t)
-	for _, mode := range []string{"bpf", "kernel"} {
-		labUp(t)
-		attachBoth(t, modeArgs[mode]...)
-		checkSeedTraceroutes(t, mode)
-		grebpf(t, "lab", "down")
+	needIP6GRE(t)
+	for _, l := range []lab.Lab{lab.Default, ipv6WAN} {
+		for _, mode := range []string{"bpf", "kernel"} {
+			labUp(t, labArgs(l)...)
+			attachBothIn(t, l, modeArgs[mode]...)
+			checkSeedTraceroutes(t, mode+" over an "+l.WAN+" WAN")
+			grebpf(t, "lab", "down")
+		}
 	}
 }
 
@@ -256,28 +272,90 @@ func TestParityWire(t *testing.T) {
 	}
 }
 
-// A BPF router talks to an ip_gre router, both ways round.
+// A BPF router talks to an ip_gre router, both ways round, and to an
+// ip6gre router over the IPv6 WAN.
 func TestParityInterop(t *testing.T) {
 	needIPGRE(t)
-	for _, c := range []struct{ r1, r2 string }{{"bpf", "kernel"}, {"kernel", "bpf"}} {
-		t.Run("r1-"+c.r1+"_r2-"+c.r2, func(t *testing.T) {
-			labUp(t)
-			grebpf(t, attachArgs("r2", modeArgs[c.r2]...)...)
-			grebpf(t, attachArgs("r1", modeArgs[c.r1]...)...)
-			for _, p := range [][2]string{{"lan1", "172.16.200.1"}, {"lan2", "172.16.100.1"}, {"lan1", "192.168.1.2"}, {"lan2", "192.168.1.1"},
-				{"lan1", "2001:db8:200::1"}, {"lan2", "2001:db8:100::1"}, {"lan1", "fd00:1::2"}, {"lan2", "fd00:1::1"}} {
-				mustPing(t, p[0], p[1])
+	needIP6GRE(t)
+	for _, l := range []lab.Lab{lab.Default, ipv6WAN} {
+		for _, c := range []struct{ r1, r2 string }{{"bpf", "kernel"}, {"kernel", "bpf"}} {
+			name := "r1-" + c.r1 + "_r2-" + c.r2
+			if l.WAN == lab.WANIPv6 {
+				name = "ipv6-wan/" + name
 			}
-			checkSeedTraceroutes(t, "r1 "+c.r1+", r2 "+c.r2)
-			gbps, retrans := iperf(t, 3)
-			t.Logf("iperf3 TCP lan1 → lan2, r1 %s, r2 %s: %.2f Gbit/s, %d retransmits", c.r1, c.r2, gbps, retrans)
-			if gbps <= 0 {
-				t.Error("no TCP throughput")
+			t.Run(name, func(t *testing.T) {
+				labUp(t, labArgs(l)...)
+				grebpf(t, attachArgsIn(l, "r2", modeArgs[c.r2]...)...)
+				grebpf(t, attachArgsIn(l, "r1", modeArgs[c.r1]...)...)
+				for _, p := range [][2]string{{"lan1", "172.16.200.1"}, {"lan2", "172.16.100.1"}, {"lan1", "192.168.1.2"}, {"lan2", "192.168.1.1"},
+					{"lan1", "2001:db8:200::1"}, {"lan2", "2001:db8:100::1"}, {"lan1", "fd00:1::2"}, {"lan2", "fd00:1::1"}} {
+					mustPing(t, p[0], p[1])
+				}
+				checkSeedTraceroutes(t, name)
+				gbps, retrans := iperf(t, 3)
+				t.Logf("iperf3 TCP lan1 → lan2, %s: %.2f Gbit/s, %d retransmits", name, gbps, retrans)
+				if gbps <= 0 {
+					t.Error("no TCP throughput")
+				}
+				gbps, retrans = iperfBetween(t, "lan1", "lan2", "2001:db8:200::1", 3)
+				t.Logf("iperf3 TCP lan1 → lan2 over IPv6, %s: %.2f Gbit/s, %d retransmits", name, gbps, retrans)
+				if gbps <= 0 {
+					t.Error("no IPv6 TCP throughput")
+				}
+			})
+		}
+	}
+}
+
+// The outer packets on an IPv6 WAN for the same inner packets are the
+// same from grebpf as from ip6gre, byte for byte but for the flow label
+// (each makes it from its own flow hash): the encapsulation limit option
+// or none, keys, a fixed traffic class, the hop limit inherited.
+func TestParityWireIPv6(t *testing.T) {
+	needIP6GRE(t)
+	inner := innerPackets(t)
+	for _, v := range []struct {
+		name   string
+		extra  []string
+		optLen int // the destination options header before GRE
+		greLen int
+	}{
+		{"encaplimit 4", nil, 8, 4},
+		{"encaplimit none", []string{"--encaplimit", "none"}, 0, 4},
+		{"encaplimit 0", []string{"--encaplimit", "0"}, 8, 4},
+		{"keyed", []string{"--key", "4242"}, 8, 8},
+		{"fixed tclass", []string{"--tos", "0x20"}, 8, 4},
+		{"hoplimit inherit", []string{"--ttl", "inherit"}, 8, 4},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			labUp(t, labArgs(ipv6WAN)...)
+			frames := map[string]map[string][]byte{}
+			for _, mode := range []string{"bpf", "kernel"} {
+				attachBothIn(t, ipv6WAN, append(slices.Clone(modeArgs[mode]), v.extra...)...)
+				mustPing(t, "lan1", "172.16.200.1")
+				frames[mode] = map[string][]byte{}
+				gre := 40 + v.optLen
+				for what, pkt := range inner {
+					filter := fmt.Sprintf("ip6 and src host 2001:db8:ffff:100::1 and ip6[%d:2] = 0x0800", gre+2)
+					if pkt[0]>>4 == 6 {
+						filter = fmt.Sprintf("ip6 and src host 2001:db8:ffff:100::1 and ip6[%d:2] = 0x86dd and ip6[%d:4] = 0x20010db8 and ip6[%d:4] = 0x01000000",
+							gre+2, gre+v.greLen+8, gre+v.greLen+12)
+					}
+					frames[mode][what] = captureOne(t, "wan", "r1", filter, func() {
+						sendRaw(t, "lan1", pkt)
+					})
+				}
+				grebpf(t, "--netns", "r1", "detach")
+				grebpf(t, "--netns", "r2", "detach")
 			}
-			gbps, retrans = iperfBetween(t, "lan1", "lan2", "2001:db8:200::1", 3)
-			t.Logf("iperf3 TCP lan1 → lan2 over IPv6, r1 %s, r2 %s: %.2f Gbit/s, %d retransmits", c.r1, c.r2, gbps, retrans)
-			if gbps <= 0 {
-				t.Error("no IPv6 TCP throughput")
+			for what := range inner {
+				b, k := maskFlowLabel(frames["bpf"][what]), maskFlowLabel(frames["kernel"][what])
+				if !bytes.Equal(b, k) {
+					t.Errorf("%s: outer frames differ beyond the flow label\n   bpf %s\nkernel %s", what, hex.EncodeToString(b), hex.EncodeToString(k))
+				}
+				if v.optLen > 0 && (len(b) < 62 || b[20] != 60 || b[54] != 47) {
+					t.Errorf("%s: no destination options before GRE: %x", what, b[14:min(len(b), 62)])
+				}
 			}
 		})
 	}

@@ -117,7 +117,7 @@ int sink_xdp(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
-/* Plain IPv4 forwarding in XDP, as xdp-forward does it. */
+/* Plain IPv4 and IPv6 forwarding in XDP, as xdp-forward does it. */
 SEC("xdp")
 int fwd_xdp(struct xdp_md *ctx)
 {
@@ -125,6 +125,20 @@ int fwd_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct bpf_fib_lookup fib = {};
 	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1 || !ipv6_forwardable(ip6))
+			return XDP_PASS;
+		fib_forward6(&fib, ip6, ctx->ingress_ifindex);
+		if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+			return XDP_PASS;
+		return xdp_forward6(eth, ip6, &fib);
+	}
+
 	struct iphdr *ip = (void *)(eth + 1);
 
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ttl <= 1)

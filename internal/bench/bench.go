@@ -62,9 +62,20 @@ type Options struct {
 	// clock reads per run that costs lower every mode's pps.
 	ProgStats bool
 	// IPv6 generates UDP over IPv6 (and runs iperf3 over IPv6) through
-	// the tunnels, over the lab's IPv4 WAN; the modes without a tunnel
-	// have no path then.
+	// the tunnels.
 	IPv6 bool
+	// OuterIPv6 runs the tunnels over the lab's WAN in IPv6 (GRE over
+	// IPv6, ip6gre the kernel's). The modes without a tunnel have a path
+	// only for what is of the WAN's family.
+	OuterIPv6 bool
+}
+
+// lab is the lab the run measures on.
+func (o Options) lab() lab.Lab {
+	if o.OuterIPv6 {
+		return lab.Lab{Sites: 2, Topology: lab.TopologyMesh, WAN: lab.WANIPv6}
+	}
+	return lab.Default
 }
 
 // ProgCost is one program's share of a measurement: every instance of it
@@ -115,14 +126,14 @@ func modes(o Options) []mode {
 			return nil, nil
 		}},
 		{"routing", "kernel routing, no tunnel: the WAN routes the LAN prefixes", toLAN2, func(p *progs) (func(), error) {
-			if o.IPv6 {
-				return nil, errNoIPv6WAN
+			if o.IPv6 || o.OuterIPv6 {
+				return nil, errNoWANPath
 			}
 			return nil, lab.Default.RouteLANsOnWAN()
 		}},
 		{"xdp-forward", "XDP forwarding, no tunnel: the ceiling", toLAN2, func(p *progs) (func(), error) {
-			if o.IPv6 {
-				return nil, errNoIPv6WAN
+			if o.IPv6 || o.OuterIPv6 {
+				return nil, errNoWANPath
 			}
 			if err := lab.Default.RouteLANsOnWAN(); err != nil {
 				return nil, err
@@ -133,12 +144,12 @@ func modes(o Options) []mode {
 		{"grebpf-tc-tc", "grebpf: TC encap, TC ingress decap", toLAN2, grebpfMode(o, "--decap", "tc")},
 		{"grebpf-tc-egress", "grebpf: TC encap on the tunnel interface's egress (no veth crossing, hidden from tcpdump), TC decap", toLAN2, grebpfMode(o, "--encap", "egress")},
 		{"grebpf-fastpath", "grebpf: XDP fast path both ways", toLAN2, grebpfMode(o, "--fastpath", "LAN")},
-		{"ip_gre", "the kernel's ip_gre", toLAN2, func(p *progs) (func(), error) {
-			if !loader.HaveIPGRE() {
+		{"ip_gre", "the kernel's ip_gre (ip6gre over the IPv6 WAN)", toLAN2, func(p *progs) (func(), error) {
+			if !loader.HaveIPGRE() || o.OuterIPv6 && !loader.HaveIP6GRE() {
 				return nil, errUnavailable
 			}
 			// The same inner source check as grebpf's: ip_gre's rp_filter.
-			return nil, lab.Default.Attach(lab.TunnelKernel, func(_ lab.Site, cfg *config.Router) {
+			return nil, o.lab().Attach(lab.TunnelKernel, func(_ lab.Site, cfg *config.Router) {
 				cfg.Tunnels[0].RPFilter = o.RPFilter
 			})
 		}},
@@ -147,12 +158,14 @@ func modes(o Options) []mode {
 
 var errUnavailable = errors.New("not on this kernel")
 
-// errNoIPv6WAN: without a tunnel, IPv6 has no way across the lab's WAN.
-var errNoIPv6WAN = errors.New("the lab's WAN carries no IPv6 without a tunnel")
+// errNoWANPath: without a tunnel, the LANs have no way across the lab's
+// WAN, which routes only its own addresses (IPv4 ones, for IPv4 over the
+// IPv4 WAN).
+var errNoWANPath = errors.New("the lab's WAN carries this family only through a tunnel")
 
 func grebpfMode(o Options, args ...string) func(p *progs) (func(), error) {
 	return func(p *progs) (func(), error) {
-		return nil, lab.Default.Attach(lab.TunnelBPF, func(s lab.Site, cfg *config.Router) {
+		return nil, o.lab().Attach(lab.TunnelBPF, func(s lab.Site, cfg *config.Router) {
 			cfg.Tunnels[0].RPFilter = o.RPFilter
 			for i := 0; i < o.Routes; i++ {
 				cfg.Tunnels[0].Routes = append(cfg.Tunnels[0].Routes,
@@ -232,7 +245,7 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 			}
 			progress(fmt.Sprintf("round %d/%d, %s: %s", round, max(o.Rounds, 1), m.name, m.about))
 			r, err := p.measure(m, o)
-			if errors.Is(err, errUnavailable) || errors.Is(err, errNoIPv6WAN) {
+			if errors.Is(err, errUnavailable) || errors.Is(err, errNoWANPath) {
 				r = Result{Mode: m.name, Unavailable: err.Error()}
 			} else if err != nil {
 				return nil, fmt.Errorf("%s: %w", m.name, err)
@@ -295,7 +308,7 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 	// XDP redirects on r1/r2 lose a veth sender's partial checksums: those
 	// modes need the hosts' checksum offload off (see lab), the others not.
 	xdpRouters := m.name == "grebpf-fastpath" || m.name == "xdp-forward"
-	if err := lab.Default.Up(lab.TunnelNone, xdpRouters); err != nil {
+	if err := o.lab().Up(lab.TunnelNone, xdpRouters); err != nil {
 		return r, err
 	}
 	defer lab.Down()

@@ -92,7 +92,7 @@ bench-vm: deps build
 # (the one-counter and exact-transformation invariants on every input).
 # A failing input lands in bpf/testdata/fuzz/, a seed from then on.
 FUZZ_EXECS ?= 1000000
-FUZZ_TARGETS := FuzzDecap FuzzEncap FuzzFastpathLAN FuzzFastpathWAN
+FUZZ_TARGETS := FuzzDecap FuzzDecapOuterIPv6 FuzzEncap FuzzFastpathLAN FuzzFastpathWAN
 fuzz: deps
 	set -o pipefail; for f in $(FUZZ_TARGETS); do \
 		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZ_EXECS)x ./bpf 2>&1 | tee fuzz-$$f.log | \

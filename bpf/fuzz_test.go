@@ -87,6 +87,74 @@ func FuzzDecap(f *testing.F) {
 	})
 }
 
+// FuzzDecapOuterIPv6 is FuzzDecap for a tunnel over IPv6: a changed frame
+// is the input minus the outer IPv6 header, any destination options and
+// GRE of a packet from the configured peer, with the ECN field the
+// traffic class gives it, addressed to the tunnel interface.
+func FuzzDecapOuterIPv6(f *testing.F) {
+	inner := innerPacket(f, lan2Host, lan1Host, 0x02, 63)
+	for _, limit := range []int{4, -1} {
+		f.Add(fromR2v6(f, limit, plainGRE(), inner))
+		f.Add(fromR2v6(f, limit, plainGRE(), innerPacket6(f, lan2Host6, lan1Host6, 0x02, 63)))
+		ce := fromR2v6(f, limit, plainGRE(), inner)
+		ce[15] |= 0x30
+		f.Add(ce)
+	}
+	quote := expectedEncap6(f, inner, 0x777, 64, 0, nil, ip6greEncapLimit)[14:]
+	f.Add(packetTooBig(f, macR1, macWAN, wanGateway6, wanLocal6.AsSlice(), 0, 1400, quote))
+	objs := loadOn(f, testTunnel6(nil, fakeLink, tunnel.RPOff))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) < 14 {
+			return
+		}
+		before := snapshot(t, &objs.GrebpfMaps)
+		verdict, out := run(t, objs.DecapXdp, in, nil)
+		reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
+		moved := len(reasons)
+		if tunnel.RxPackets != 0 {
+			moved++
+		}
+		if moved != 1 {
+			t.Fatalf("%d counters moved (%v %+v), want exactly one", moved, reasons, tunnel)
+		}
+		switch {
+		case verdict != xdpPass && verdict != xdpDrop:
+			t.Fatalf("verdict %d", verdict)
+		case tunnel.RxPackets == 1:
+			if verdict != xdpPass || len(in) < 54 || in[12] != 0x86 || in[13] != 0xdd {
+				t.Fatalf("decapsulated but verdict %d: %x", verdict, in)
+			}
+			if !bytes.Equal(in[22:54], append(wanRemote6.AsSlice(), wanLocal6.AsSlice()...)) {
+				t.Fatalf("decapsulated a packet not from the configured peer: %x", in)
+			}
+			gre := 54
+			if in[20] == 60 {
+				gre += (int(in[55]) + 1) * 8
+			}
+			strip := gre - 14 + 4
+			if in[gre]&0x10 != 0 {
+				strip += 4
+			}
+			want := append(append(bytes.Clone(macTun), macTunPeer...), in[gre+2:gre+4]...)
+			l3 := bytes.Clone(in[14+strip:])
+			ecnDecap(in[15]>>4, l3)
+			want = withMeta(fakeLink.Ifindex, append(want, l3...))
+			if !bytes.Equal(out, want) {
+				t.Fatalf("decapsulated frame:%s", diff(out, want))
+			}
+		default:
+			if !bytes.Equal(out, in) {
+				t.Fatalf("not decapsulated, yet changed:%s", diff(out, in))
+			}
+			for name := range reasons {
+				if r := reasonByName(t, name); (verdict == xdpDrop) != maps.ReasonDrops(r) {
+					t.Fatalf("reason %s with verdict %d", name, verdict)
+				}
+			}
+		}
+	})
+}
+
 // greProtocol is the GRE header's protocol type in a GRE frame: the
 // EtherType of the inner packet.
 func greProtocol(in []byte) []byte {

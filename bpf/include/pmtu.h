@@ -122,7 +122,8 @@ static __always_inline int quoted_gre(struct scratch *s, __u32 off, __u32 len, s
 	__be16 *gre;
 	__u16 flags;
 
-	if (off + GRE_HLEN > len)
+	/* Within the first 128 bytes, where the masks below keep it. */
+	if (off + GRE_HLEN > len || off + 8 > 127)
 		return -1;
 	gre = (void *)(s->buf + masked(off, 127));
 	flags = bpf_ntohs(gre[0]);

@@ -13,6 +13,8 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/grebpf/grebpf/internal/lab"
 )
 
 // narrowHop makes the link between the WAN router and r2 a 1400-byte one
@@ -60,94 +62,106 @@ func tcpThrough(t *testing.T, from, to, addr string) string {
 }
 
 // TestPathMTU: with a 1400-byte hop on the path, grebpf does what ip_gre
-// does: the WAN router's "frag needed" about r1's outer packets lowers the
-// tunnel's path MTU, and the next DF packet over it gets "frag needed"
-// with the tunnel MTU (1400 − 24) sent to its sender, forwarded or local;
-// r2 follows its own WAN MTU, lowered after attach. TCP crosses both
-// ways, the senders learning as they go. In every decap mode and with the
-// fast path.
+// and ip6gre do: the WAN router's "frag needed" or "packet too big" about
+// r1's outer packets lowers the tunnel's path MTU, and the next DF packet
+// over it gets "frag needed" with the tunnel MTU (1400 − 24, or − 52 over
+// the IPv6 WAN) sent to its sender, forwarded or local; r2 follows its
+// own WAN MTU, lowered after attach. TCP crosses both ways, the senders
+// learning as they go. In every decap mode and with the fast path, over
+// either WAN.
 func TestPathMTU(t *testing.T) {
-	for _, mode := range []struct {
-		name        string
-		lab, attach []string
-	}{
-		{"decap-xdp", nil, []string{"--decap", "xdp"}},
-		{"decap-tc", nil, []string{"--decap", "tc"}},
-		{"fastpath", []string{"--fastpath"}, []string{"--fastpath", "LAN"}},
-	} {
-		t.Run(mode.name, func(t *testing.T) {
-			labUp(t, mode.lab...)
-			attachBoth(t, mode.attach...)
-			mustPing(t, "lan1", "172.16.200.1")
-			narrowHop(t)
+	for _, wan := range []struct {
+		lab      lab.Lab
+		overhead int
+	}{{lab.Default, 24}, {ipv6WAN, 52}} {
+		for _, mode := range []struct {
+			name        string
+			lab, attach []string
+		}{
+			{"decap-xdp", nil, []string{"--decap", "xdp"}},
+			{"decap-tc", nil, []string{"--decap", "tc"}},
+			{"fastpath", []string{"--fastpath"}, []string{"--fastpath", "LAN"}},
+		} {
+			name := mode.name
+			if wan.lab.WAN == lab.WANIPv6 {
+				name = "ipv6-wan/" + name
+			}
+			// The tunnel MTU before the narrow hop, and through it.
+			mtu, narrow := 1500-wan.overhead, 1400-wan.overhead
+			t.Run(name, func(t *testing.T) {
+				labUp(t, append(labArgs(wan.lab), mode.lab...)...)
+				attachBothIn(t, wan.lab, mode.attach...)
+				mustPing(t, "lan1", "172.16.200.1")
+				narrowHop(t)
 
-			// First, before any ping has taught anyone anything.
-			t.Run("tcp", func(t *testing.T) {
-				t.Logf("lan1 → lan2: %s", tcpThrough(t, "lan1", "lan2", "172.16.200.1"))
-				t.Logf("lan2 → lan1: %s", tcpThrough(t, "lan2", "lan1", "172.16.100.1"))
-				t.Logf("lan1 → lan2 over IPv6: %s", tcpThrough(t, "lan1", "lan2", "2001:db8:200::1"))
-				t.Logf("lan2 → lan1 over IPv6: %s", tcpThrough(t, "lan2", "lan1", "2001:db8:100::1"))
+				// First, before any ping has taught anyone anything.
+				t.Run("tcp", func(t *testing.T) {
+					t.Logf("lan1 → lan2: %s", tcpThrough(t, "lan1", "lan2", "172.16.200.1"))
+					t.Logf("lan2 → lan1: %s", tcpThrough(t, "lan2", "lan1", "172.16.100.1"))
+					t.Logf("lan1 → lan2 over IPv6: %s", tcpThrough(t, "lan1", "lan2", "2001:db8:200::1"))
+					t.Logf("lan2 → lan1 over IPv6: %s", tcpThrough(t, "lan2", "lan1", "2001:db8:100::1"))
+				})
+				t.Run("forwarded sender", func(t *testing.T) {
+					in(t, "lan1", "ip", "route", "flush", "cache")
+					r := dfPing(t, "lan1", "172.16.200.1", mtu-28)
+					if want := fmt.Sprintf("Frag needed and DF set (mtu = %d)", narrow); !strings.Contains(r.out, "From 172.16.100.254") || !strings.Contains(r.out, want) {
+						t.Errorf("%d-byte DF ping over a 1400-byte hop: want %q from r1, got:\n%s%s", mtu, want, r.out, r.stderr)
+					}
+					s := stats(t, "r1")
+					if s.reason("path-mtu") == 0 || s.reason("frag-needed") == 0 {
+						t.Errorf("r1 counted path-mtu %d, frag-needed %d: want both", s.reason("path-mtu"), s.reason("frag-needed"))
+					}
+					// Learned during the TCP test, a few seconds ago (more
+					// under emulation).
+					if mtu, left := pathMTUOf(t, "r1"); mtu != 1400 || left < 540 || left > 600 {
+						t.Errorf("r1 shows path MTU %d for %ds more, want 1400 for about 600s", mtu, left)
+					}
+					if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", fmt.Sprint(narrow-28)); r.code != 0 {
+						t.Errorf("%d-byte DF ping failed:\n%s%s", narrow, r.out, r.stderr)
+					}
+					// IPv6: "packet too big" with the same tunnel MTU.
+					in(t, "lan1", "ip", "-6", "route", "flush", "cache")
+					r = dfPing(t, "lan1", "2001:db8:200::1", mtu-48)
+					if want := fmt.Sprintf("Packet too big: mtu=%d", narrow); !strings.Contains(r.out, "From 2001:db8:100::254") || !strings.Contains(r.out, want) {
+						t.Errorf("%d-byte IPv6 ping over a 1400-byte hop: want %q from r1, got:\n%s%s", mtu, want, r.out, r.stderr)
+					}
+					if s := stats(t, "r1"); s.reason("packet-too-big") == 0 {
+						t.Errorf("r1 counted no packet-too-big")
+					}
+					if r := ping(t, "lan1", "2001:db8:200::1", "-M", "do", "-s", fmt.Sprint(narrow-48)); r.code != 0 {
+						t.Errorf("%d-byte IPv6 ping failed:\n%s%s", narrow, r.out, r.stderr)
+					}
+				})
+				t.Run("sender on the router", func(t *testing.T) {
+					r := dfPing(t, "r1", "172.16.200.1", mtu-28)
+					if n := fmt.Sprint(narrow); !strings.Contains(r.out+r.stderr, "mtu="+n) && !strings.Contains(r.out, "mtu = "+n) {
+						t.Errorf("r1's own DF ping: want told mtu %d, got:\n%s%s", narrow, r.out, r.stderr)
+					}
+					if got := in(t, "r1", "ip", "route", "get", "172.16.200.1"); !strings.Contains(got, fmt.Sprint("mtu ", narrow)) {
+						t.Errorf("r1's route cache after the ICMP: %s, want mtu %d (as ip_gre leaves it)", got, narrow)
+					}
+					r = dfPing(t, "r1", "2001:db8:200::1", mtu-48)
+					if n := fmt.Sprint(narrow); !strings.Contains(r.out+r.stderr, "mtu="+n) && !strings.Contains(r.out+r.stderr, "mtu: "+n) {
+						t.Errorf("r1's own IPv6 ping: want told mtu %d, got:\n%s%s", narrow, r.out, r.stderr)
+					}
+					if got := in(t, "r1", "ip", "-6", "route", "get", "2001:db8:200::1"); !strings.Contains(got, fmt.Sprint("mtu ", narrow)) {
+						t.Errorf("r1's IPv6 route cache after the ICMPv6: %s, want mtu %d", got, narrow)
+					}
+				})
+				t.Run("wan mtu lowered after attach", func(t *testing.T) {
+					in(t, "lan2", "ip", "route", "flush", "cache")
+					r := dfPing(t, "lan2", "172.16.100.1", mtu-28)
+					if want := fmt.Sprintf("Frag needed and DF set (mtu = %d)", narrow); !strings.Contains(r.out, "From 172.16.200.254") || !strings.Contains(r.out, want) {
+						t.Errorf("%d-byte DF ping from lan2: want %q from r2, got:\n%s%s", mtu, want, r.out, r.stderr)
+					}
+					in(t, "lan2", "ip", "-6", "route", "flush", "cache")
+					r = dfPing(t, "lan2", "2001:db8:100::1", mtu-48)
+					if want := fmt.Sprintf("Packet too big: mtu=%d", narrow); !strings.Contains(r.out, "From 2001:db8:200::254") || !strings.Contains(r.out, want) {
+						t.Errorf("%d-byte IPv6 ping from lan2: want %q from r2, got:\n%s%s", mtu, want, r.out, r.stderr)
+					}
+				})
 			})
-			t.Run("forwarded sender", func(t *testing.T) {
-				in(t, "lan1", "ip", "route", "flush", "cache")
-				r := dfPing(t, "lan1", "172.16.200.1", 1448)
-				if !strings.Contains(r.out, "From 172.16.100.254") || !strings.Contains(r.out, "Frag needed and DF set (mtu = 1376)") {
-					t.Errorf("1476-byte DF ping over a 1400-byte hop: want frag needed (mtu = 1376) from r1, got:\n%s%s", r.out, r.stderr)
-				}
-				s := stats(t, "r1")
-				if s.reason("path-mtu") == 0 || s.reason("frag-needed") == 0 {
-					t.Errorf("r1 counted path-mtu %d, frag-needed %d: want both", s.reason("path-mtu"), s.reason("frag-needed"))
-				}
-				// Learned during the TCP test, a few seconds ago (more
-				// under emulation).
-				if mtu, left := pathMTUOf(t, "r1"); mtu != 1400 || left < 540 || left > 600 {
-					t.Errorf("r1 shows path MTU %d for %ds more, want 1400 for about 600s", mtu, left)
-				}
-				if r := ping(t, "lan1", "172.16.200.1", "-M", "do", "-s", "1348"); r.code != 0 {
-					t.Errorf("1376-byte DF ping failed:\n%s%s", r.out, r.stderr)
-				}
-				// IPv6: "packet too big" with the same tunnel MTU.
-				in(t, "lan1", "ip", "-6", "route", "flush", "cache")
-				r = dfPing(t, "lan1", "2001:db8:200::1", 1428)
-				if !strings.Contains(r.out, "From 2001:db8:100::254") || !strings.Contains(r.out, "Packet too big: mtu=1376") {
-					t.Errorf("1476-byte IPv6 ping over a 1400-byte hop: want packet too big (mtu=1376) from r1, got:\n%s%s", r.out, r.stderr)
-				}
-				if s := stats(t, "r1"); s.reason("packet-too-big") == 0 {
-					t.Errorf("r1 counted no packet-too-big")
-				}
-				if r := ping(t, "lan1", "2001:db8:200::1", "-M", "do", "-s", "1328"); r.code != 0 {
-					t.Errorf("1376-byte IPv6 ping failed:\n%s%s", r.out, r.stderr)
-				}
-			})
-			t.Run("sender on the router", func(t *testing.T) {
-				r := dfPing(t, "r1", "172.16.200.1", 1448)
-				if !strings.Contains(r.out+r.stderr, "mtu=1376") && !strings.Contains(r.out, "mtu = 1376") {
-					t.Errorf("r1's own DF ping: want told mtu 1376, got:\n%s%s", r.out, r.stderr)
-				}
-				if got := in(t, "r1", "ip", "route", "get", "172.16.200.1"); !strings.Contains(got, "mtu 1376") {
-					t.Errorf("r1's route cache after the ICMP: %s, want mtu 1376 (as ip_gre leaves it)", got)
-				}
-				r = dfPing(t, "r1", "2001:db8:200::1", 1428)
-				if !strings.Contains(r.out+r.stderr, "mtu=1376") && !strings.Contains(r.out+r.stderr, "mtu: 1376") {
-					t.Errorf("r1's own IPv6 ping: want told mtu 1376, got:\n%s%s", r.out, r.stderr)
-				}
-				if got := in(t, "r1", "ip", "-6", "route", "get", "2001:db8:200::1"); !strings.Contains(got, "mtu 1376") {
-					t.Errorf("r1's IPv6 route cache after the ICMPv6: %s, want mtu 1376", got)
-				}
-			})
-			t.Run("wan mtu lowered after attach", func(t *testing.T) {
-				in(t, "lan2", "ip", "route", "flush", "cache")
-				r := dfPing(t, "lan2", "172.16.100.1", 1448)
-				if !strings.Contains(r.out, "From 172.16.200.254") || !strings.Contains(r.out, "Frag needed and DF set (mtu = 1376)") {
-					t.Errorf("1476-byte DF ping from lan2: want frag needed (mtu = 1376) from r2, got:\n%s%s", r.out, r.stderr)
-				}
-				in(t, "lan2", "ip", "-6", "route", "flush", "cache")
-				r = dfPing(t, "lan2", "2001:db8:100::1", 1428)
-				if !strings.Contains(r.out, "From 2001:db8:200::254") || !strings.Contains(r.out, "Packet too big: mtu=1376") {
-					t.Errorf("1476-byte IPv6 ping from lan2: want packet too big (mtu=1376) from r2, got:\n%s%s", r.out, r.stderr)
-				}
-			})
-		})
+		}
 	}
 }
 

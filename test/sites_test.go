@@ -83,9 +83,14 @@ func TestSites(t *testing.T) {
 		{lab.Lab{Sites: 3, Topology: lab.TopologyMesh}, "bpf", true},
 		{lab.Lab{Sites: 3, Topology: lab.TopologyHub}, "kernel", false},
 		{lab.Lab{Sites: 3, Topology: lab.TopologyMesh}, "kernel", false},
+		{lab.Lab{Sites: 3, Topology: lab.TopologyHub, WAN: lab.WANIPv6}, "bpf", true},
+		{lab.Lab{Sites: 3, Topology: lab.TopologyMesh, WAN: lab.WANIPv6}, "kernel", false},
 	} {
-		args := []string{"lab", "up", "--sites", strconv.Itoa(c.lab.Sites), "--topology", c.lab.Topology, "--tunnel", c.tunnel}
+		args := append([]string{"lab", "up", "--sites", strconv.Itoa(c.lab.Sites), "--topology", c.lab.Topology, "--tunnel", c.tunnel}, labArgs(c.lab)...)
 		name := strconv.Itoa(c.lab.Sites) + "-" + c.lab.Topology + "-" + c.tunnel
+		if c.lab.WAN == lab.WANIPv6 {
+			name = "ipv6-wan-" + name
+		}
 		if c.fastPath {
 			args = append(args, "--fastpath")
 			name += "-fastpath"
@@ -93,6 +98,9 @@ func TestSites(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			if c.tunnel == "kernel" {
 				needIPGRE(t)
+				if c.lab.WAN == lab.WANIPv6 {
+					needIP6GRE(t)
+				}
 			}
 			execute(t, grebpfBin, "lab", "down")
 			grebpf(t, args...)

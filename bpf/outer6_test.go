@@ -100,8 +100,9 @@ func fromR2v6(tb testing.TB, limit int, g *layers.GRE, inner []byte) []byte {
 }
 
 // TestEncapOuterIPv6: a tunnel with IPv6 outer addresses sends what
-// ip6gre sends, IPv4 or IPv6 inside: the traffic class and hop limit
-// follow the tunnel's TOS and TTL rules, the encapsulation limit option
+// ip6gre sends, IPv4 or IPv6 inside: the traffic class is the inner one
+// as it is (ECN CE included) or the fixed one whole, as ip6gre has no
+// INET_ECN_encapsulate; the hop limit follows the TTL rule; the encapsulation limit option
 // comes before GRE unless the tunnel has none, and the flow label is
 // one flow's (the flow hash, which only the kernel knows, makes it). The
 // encap path on both of the tunnel's devices and the fast path alike.
@@ -124,9 +125,9 @@ func TestEncapOuterIPv6(t *testing.T) {
 		{name: "encaplimit none", limit: -1, ttl: 64, tos: -1, innerTTL: 63, wantHop: 64},
 		{name: "ipv6 encaplimit none", ipv6: true, limit: -1, ttl: 64, tos: -1, innerTTL: 63, wantHop: 64},
 		{name: "encaplimit 0", limit: 0, ttl: 64, tos: -1, innerTTL: 63, wantHop: 64},
-		{name: "hop limit inherited, ecn ce becomes ect0", limit: 4, ttl: 0, tos: -1, innerTOS: 0xbb, innerTTL: 17, wantHop: 17, wantTC: 0xba},
+		{name: "hop limit inherited, ecn ce kept", limit: 4, ttl: 0, tos: -1, innerTOS: 0xbb, innerTTL: 17, wantHop: 17, wantTC: 0xbb},
 		{name: "ipv6 traffic class inherited", ipv6: true, limit: 4, ttl: 64, tos: -1, innerTOS: 0xb8, innerTTL: 63, wantHop: 64, wantTC: 0xb8},
-		{name: "fixed traffic class keeps inner ecn", limit: 4, ttl: 64, tos: 0x20, innerTOS: 0xb9, innerTTL: 63, wantHop: 64, wantTC: 0x21},
+		{name: "fixed traffic class sent whole", limit: 4, ttl: 64, tos: 0x20, innerTOS: 0xb9, innerTTL: 63, wantHop: 64, wantTC: 0x20},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -116,6 +116,7 @@ func innerPackets(t *testing.T) map[string][]byte {
 			gopacket.Payload("grebpf parity icmp")),
 		"udp":          udp(0, true),
 		"udp dscp+ect": udp(0xb9, true), // EF and ECT(1): tos inherit and ECN copy
+		"udp ce":       udp(0x03, true), // CE: ip_gre sends ECT(0), ip6gre CE
 		"udp no df":    udp(0, false),   // outer DF set, or copied with pmtudisc off
 		"tcp syn":      ser(tcpIP, tcp),
 		"icmpv6": ser(icmp6IP, icmp6, &layers.ICMPv6Echo{Identifier: 0x4242, SeqNumber: 1},

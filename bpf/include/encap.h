@@ -194,7 +194,12 @@ static __always_inline int encap_write(void *l3, void *data_end, const struct tu
 
 		if (l3 + OUTER_V6_MAX_HLEN > data_end)
 			return -1;
-		*(__be32 *)ip6 = bpf_htonl(6 << 28 | (__u32)outer_tos(t, in->tos) << 20 | flowlabel);
+		/* ip6gre copies the inner DSCP and ECN as they are (CE too),
+		 * or sends the fixed traffic class whole: it has no
+		 * INET_ECN_encapsulate. */
+		__u8 tclass = (t->flags & TUNNEL_F_TOS_INHERIT) ? in->tos : t->tos;
+
+		*(__be32 *)ip6 = bpf_htonl(6 << 28 | (__u32)tclass << 20 | flowlabel);
 		ip6->payload_len = bpf_htons(tot_len - sizeof(*ip6));
 		ip6->hop_limit = t->ttl ? t->ttl : in->ttl;
 		outer_addr_get6(&ip6->saddr, &t->local);

@@ -35,12 +35,6 @@ func FuzzDecap(f *testing.F) {
 	for _, n := range []int{28, 548} {
 		f.Add(fromWANRouter(f, 1400, outerOf(f, plainGRE(), inner), n))
 	}
-	// IPv6 inside, outer CE over it.
-	for _, tc := range []uint8{0x02, 0x00} {
-		in := greFrame(f, wanRemote, wanLocal, greIPv6(), innerPacket6(f, lan2Host6, lan1Host6, tc, 63))
-		in[15] = 0x03
-		f.Add(refreshOuterChecksum(in))
-	}
 	objs := load(f, nil)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 {
@@ -67,7 +61,7 @@ func FuzzDecap(f *testing.F) {
 			if !bytes.Equal(in[14+12:14+20], append(wanRemote.AsSlice(), wanLocal.AsSlice()...)) {
 				t.Fatalf("decapsulated a packet not from the configured peer: %x", in)
 			}
-			want := append(append(bytes.Clone(macTun), macTunPeer...), greProtocol(in)...)
+			want := append(append(bytes.Clone(macTun), macTunPeer...), in[12:14]...)
 			l3 := bytes.Clone(in[14+strip:])
 			ecnDecap(in[15], l3)
 			want = withMeta(fakeLink.Ifindex, append(want, l3...))
@@ -85,13 +79,6 @@ func FuzzDecap(f *testing.F) {
 			}
 		}
 	})
-}
-
-// greProtocol is the GRE header's protocol type in a GRE frame: the
-// EtherType of the inner packet.
-func greProtocol(in []byte) []byte {
-	ihl := int(in[14]&0x0f) * 4
-	return in[14+ihl+2 : 14+ihl+4]
 }
 
 // greStrip is how many bytes follow Ethernet before the inner packet of a
@@ -166,13 +153,8 @@ func movedOne(t *testing.T, before counts, m *maps.Maps) (map[string]uint64, tun
 }
 
 // decTTL is ip_decrease_ttl on a raw IPv4 header: TTL - 1, checksum
-// updated incrementally, in the host's byte order as the kernel does it;
-// on an IPv6 header (v6), ip6_forward's hop limit - 1.
-func decTTL(ip []byte, v6 bool) {
-	if v6 {
-		ip[7]--
-		return
-	}
+// updated incrementally, in the host's byte order as the kernel does it.
+func decTTL(ip []byte) {
 	check := uint32(binary.NativeEndian.Uint16(ip[10:]))
 	check += uint32(binary.NativeEndian.Uint16([]byte{0x01, 0x00}))
 	if check >= 0xffff {
@@ -187,23 +169,12 @@ func htons(v uint16) uint32 {
 	return uint32(binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, v)))
 }
 
-// ecnDecap is ip_gre's INET_ECN_decapsulate on a delivered inner IPv4 or
-// IPv6 header (RFC 6040: outer CE marks an ECN-capable packet CE, outer ECT(1)
+// ecnDecap is ip_gre's INET_ECN_decapsulate on a delivered inner IPv4
+// header (RFC 6040: outer CE marks an ECN-capable packet CE, outer ECT(1)
 // turns ECT(0) into ECT(1)), with the checksum updated incrementally in
 // the host's byte order as the kernel's IP_ECN_set_ce and
 // IP_ECN_set_ect1 do: a fuzzed header's checksum need not be right.
 func ecnDecap(outerTOS byte, ip []byte) {
-	if ip[0]>>4 == 6 {
-		// The traffic class's ECN bits, bits 4 and 5 of the second byte.
-		switch o, i := outerTOS&3, ip[1]>>4&3; {
-		case i == 0:
-		case o == 3:
-			ip[1] |= 0x30
-		case o == 1 && i == 2:
-			ip[1] ^= 0x30
-		}
-		return
-	}
 	check := uint32(binary.NativeEndian.Uint16(ip[10:]))
 	switch o, i := outerTOS&3, ip[1]&3; {
 	case i == 0:
@@ -227,16 +198,12 @@ func ecnDecap(outerTOS byte, ip []byte) {
 	binary.NativeEndian.PutUint16(ip[10:], uint16(check))
 }
 
-// encapOf is the frame ip_gre sends for the IPv4 or IPv6 (v6: what the
-// EtherType says, as skb->protocol tells ip_gre) packet l3 over the plain
-// test tunnel (TTL 64, TOS inherited from the TOS or traffic
-// class, ECN CE sent as ECT(0)): outer IPv4 with DF and the given id,
-// GRE, l3 as it is; totLen is the outer total length.
-func encapOf(l3 []byte, v6 bool, id uint16, totLen int) []byte {
-	tos, gre := l3[1], []byte{0x00, 0x00, 0x08, 0x00}
-	if v6 {
-		tos, gre = l3[0]<<4|l3[1]>>4, []byte{0x00, 0x00, 0x86, 0xdd}
-	}
+// encapOf is the frame ip_gre sends for the IPv4 packet l3 over the
+// plain test tunnel (TTL 64, TOS inherited, ECN CE sent as ECT(0)):
+// outer IPv4 with DF and the given id, GRE, l3 as it is; totLen is the
+// outer total length.
+func encapOf(l3 []byte, id uint16, totLen int) []byte {
+	tos := l3[1]
 	if tos&3 == 3 {
 		tos = tos&^3 | 2
 	}
@@ -250,7 +217,7 @@ func encapOf(l3 []byte, v6 bool, id uint16, totLen int) []byte {
 	sum = sum&0xffff + sum>>16
 	binary.BigEndian.PutUint16(hdr[10:], ^uint16(sum))
 	out := append(append(bytes.Clone(macWAN), macR1...), 0x08, 0x00)
-	out = append(append(out, hdr...), gre...)
+	out = append(append(out, hdr...), 0x00, 0x00, 0x08, 0x00)
 	return append(out, l3...)
 }
 
@@ -260,28 +227,22 @@ func encapOf(l3 []byte, v6 bool, id uint16, totLen int) []byte {
 // names a reason.
 func FuzzEncap(f *testing.F) {
 	wan := wanNS(f, true)
-	lan := lanSide(f, true)
+	lanSide(f, true)
 	link := tunnelDevs(f, wan)
-	ipv6Side(f, link)
 	tun := testTunnel(nil, link, tunnel.RPStrict)
 	objs := loadOn(f, tun)
 	srcs := lanAddrs(f)
 	srcs[uint32(wan)] = wanLocal
-	must(f, maps.SetICMPSources(&objs.GrebpfMaps, ipv6Sources(srcs, lan, link)))
-	// Packets over 1376 bytes with DF are answered "frag needed", IPv6
-	// ones "packet too big".
+	must(f, maps.SetICMPSources(&objs.GrebpfMaps, srcs))
+	// Packets over 1376 bytes with DF are answered "frag needed".
 	setPathMTU(f, &objs.GrebpfMaps, tun, 1400, time.Hour)
 	ns := here(f)
 	for _, tos := range []uint8{0, 0xb8, 0x03} {
 		f.Add(frame(f, macTun, macTun, innerPacket(f, lan1Host, lan2Host, tos, 63)))
-		f.Add(frame(f, macTun, macTun, innerPacket6(f, lan1Host6, lan2Host6, tos, 63)))
 	}
 	f.Add(frame(f, macTun, macTun, []byte{0x45}))
 	for _, src := range []net.IP{lan1Host, overlayR1.AsSlice(), net.IPv4(10, 100, 0, 7), lan2Host} {
 		f.Add(frame(f, macTun, macTun, udpPacket(f, src, lan2Host, 0xb9, 1477, true)))
-	}
-	for _, src := range []net.IP{lan1Host6, overlay6R1.AsSlice(), net.ParseIP("fe80::1"), lan2Host6, net.ParseIP("2001:db8:999::1")} {
-		f.Add(frame(f, macTun, macTun, udpPacket6(f, src, lan2Host6, 1477)))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if !runnable(in, true) {
@@ -297,17 +258,12 @@ func FuzzEncap(f *testing.F) {
 				if len(out) < 34 || !bytes.Equal(anyID(out)[12:], anyID(want)[12:]) {
 					t.Fatalf("frag needed:%s", diff(anyID(out)[min(12, len(out)):], anyID(want)[12:]))
 				}
-			case verdict == tcRedirect && reasons["packet-too-big"] == 1:
-				want := packetTooBigFor(t, in[14:], 1376, flowLabel(out))
-				if len(out) < 54 || !bytes.Equal(out[12:], want[12:]) {
-					t.Fatalf("packet too big:%s", diff(out[min(12, len(out)):], want[12:]))
-				}
 			case verdict == tcRedirect:
 				if tun.TxPackets != 1 || len(out) < 34 {
 					t.Fatalf("redirected with counters %v %+v, output %x", reasons, tun, out)
 				}
 				id := binary.BigEndian.Uint16(out[18:])
-				if want := encapOf(in[14:], isIPv6(in), id, len(in)-14+24); !bytes.Equal(out, want) {
+				if want := encapOf(in[14:], id, len(in)-14+24); !bytes.Equal(out, want) {
 					t.Fatalf("encapsulated frame:%s", diff(out, want))
 				}
 			case verdict == tcShot:
@@ -339,38 +295,6 @@ func fragNeededFor(tb testing.TB, l3 []byte, mtu uint16) []byte {
 	return fragNeeded(tb, macTun, macTun, src.To4(), sender, 0xc0|l3[1]&0x1e, mtu, l3[:min(len(l3), 548)])
 }
 
-// packetTooBigFor is the "packet too big" icmp6_send would send about the
-// IPv6 packet l3 for a tunnel MTU of mtu (compare it past the MACs): from
-// the source of the kernel's route back to the sender (the sender's own
-// address when it is this host's: an address of its own, or link-local),
-// quoting up to 1232 bytes, with the flow label given.
-func packetTooBigFor(tb testing.TB, l3 []byte, mtu, flow uint32) []byte {
-	tb.Helper()
-	sender := net.IP(l3[8:24])
-	src := sender
-	if !sender.IsLinkLocalUnicast() {
-		rs, err := netlink.RouteGet(sender)
-		if err != nil || len(rs) == 0 {
-			tb.Fatalf("the kernel has no route back to %s (%v), yet ICMPv6 went there", sender, err)
-		}
-		if rs[0].Type != unix.RTN_LOCAL {
-			src = rs[0].Src
-		}
-	}
-	return packetTooBig(tb, macTun, macTun, src, sender, flow, mtu, l3[:min(len(l3), 1232)])
-}
-
-// isIPv6 says whether a frame's EtherType is IPv6.
-func isIPv6(frame []byte) bool { return binary.BigEndian.Uint16(frame[12:]) == 0x86dd }
-
-// l3Len is the length an IPv4 or IPv6 (v6) header gives its packet.
-func l3Len(l3 []byte, v6 bool) int {
-	if v6 {
-		return 40 + int(binary.BigEndian.Uint16(l3[4:]))
-	}
-	return int(binary.BigEndian.Uint16(l3[2:]))
-}
-
 // FuzzFastpathLAN feeds arbitrary frames to the LAN fast path: a frame
 // left to the stack is unchanged and counted nowhere; a frame sent on is
 // counted as tx and is the input's packet, TTL decremented as forwarding
@@ -378,15 +302,11 @@ func l3Len(l3 []byte, v6 bool) int {
 func FuzzFastpathLAN(f *testing.F) {
 	wan := wanNS(f, true)
 	lan := lanSide(f, true)
-	link := tunnelDevs(f, wan)
-	ipv6Side(f, link)
-	objs := loadOn(f, testTunnel(nil, link, tunnel.RPStrict))
+	objs := loadOn(f, testTunnel(nil, tunnelDevs(f, wan), tunnel.RPStrict))
 	ns := here(f)
 	f.Add(frame(f, macWAN, macLANHost, innerPacket(f, lan1Host, lan2Host, 0, 64)))
 	f.Add(frame(f, macWAN, macLANHost, innerPacket(f, lan1Host, lan2Host, 0x03, 2)))
 	f.Add(frame(f, macWAN, macLANHost, innerPacket(f, lan1Host, net.IPv4(10, 100, 0, 254), 0, 64)))
-	f.Add(frame(f, macWAN, macLANHost, innerPacket6(f, lan1Host6, lan2Host6, 0x03, 64)))
-	f.Add(frame(f, macWAN, macLANHost, innerPacket6(f, net.ParseIP("fe80::1"), lan2Host6, 0, 64)))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if !runnable(in, false) {
 			return
@@ -404,10 +324,10 @@ func FuzzFastpathLAN(f *testing.F) {
 				if tun.TxPackets != 1 {
 					t.Fatalf("redirected with counters %v %+v", reasons, tun)
 				}
-				l3, v6 := bytes.Clone(in[14:]), isIPv6(in)
-				decTTL(l3, v6)
-				totLen := l3Len(l3, v6) + 24
-				if want := encapOf(l3, v6, binary.BigEndian.Uint16(out[18:]), totLen); !bytes.Equal(out, want) {
+				l3 := bytes.Clone(in[14:])
+				decTTL(l3)
+				totLen := int(binary.BigEndian.Uint16(l3[2:])) + 24
+				if want := encapOf(l3, binary.BigEndian.Uint16(out[18:]), totLen); !bytes.Equal(out, want) {
 					t.Fatalf("encapsulated frame:%s", diff(out, want))
 				}
 			default:
@@ -426,14 +346,11 @@ func FuzzFastpathWAN(f *testing.F) {
 	wan := wanNS(f, true)
 	lanSide(f, true)
 	link := tunnelDevs(f, wan)
-	ipv6Side(f, link)
 	objs := loadOn(f, testTunnel(nil, link, tunnel.RPStrict))
 	ns := here(f)
 	for _, ttl := range []uint8{63, 1} {
 		f.Add(greFrame(f, wanRemote, wanLocal, plainGRE(), innerPacket(f, lan2Host, lan1Host, 0, ttl)))
-		f.Add(greFrame(f, wanRemote, wanLocal, greIPv6(), innerPacket6(f, lan2Host6, lan1Host6, 0, ttl)))
 	}
-	f.Add(greFrame(f, wanRemote, wanLocal, greIPv6(), innerPacket6(f, lan2Host6, net.ParseIP("fe80::1"), 0, 63)))
 	f.Add(greFrame(f, wanRemote, wanLocal, plainGRE(), innerPacket(f, net.IPv4(8, 8, 8, 8), lan1Host, 0, 63)))
 	f.Add(greFrame(f, wanRemote, wanLocal, keyedGRE(testKey), innerPacket(f, lan2Host, lan1Host, 0, 63)))
 	f.Add(fromWANRouter(f, 1400, outerOf(f, plainGRE(), innerPacket(f, lan1Host, lan2Host, 0, 63)), 548))
@@ -459,17 +376,16 @@ func FuzzFastpathWAN(f *testing.F) {
 			var want []byte
 			switch verdict {
 			case xdpPass:
-				want = withMeta(link.Ifindex, append(append(append(bytes.Clone(macTun), macTunPeer...), greProtocol(in)...), l3...))
+				want = withMeta(link.Ifindex, append(append(append(bytes.Clone(macTun), macTunPeer...), 0x08, 0x00), l3...))
 			case xdpRedirect:
 				// To the LAN host, or back out of the WAN device where the
-				// FIB sends everything else (its IPv4 default route).
+				// FIB sends everything else (its default route).
 				dst, src := macWAN, macR1
-				if len(l3) >= 20 && net.IP(l3[16:20]).Mask(net.CIDRMask(24, 32)).Equal(net.IPv4(172, 16, 100, 0)) ||
-					len(l3) >= 40 && l3[0]>>4 == 6 && net.IP(l3[24:40]).Mask(net.CIDRMask(64, 128)).Equal(lan1Host6.Mask(net.CIDRMask(64, 128))) {
+				if len(l3) >= 20 && net.IP(l3[16:20]).Mask(net.CIDRMask(24, 32)).Equal(net.IPv4(172, 16, 100, 0)) {
 					dst, src = macLANHost, macWAN
 				}
-				decTTL(l3, greProtocol(in)[0] == 0x86)
-				want = append(append(append(bytes.Clone(dst), src...), greProtocol(in)...), l3...)
+				decTTL(l3)
+				want = append(append(append(bytes.Clone(dst), src...), 0x08, 0x00), l3...)
 			default:
 				t.Fatalf("decapsulated, verdict %d", verdict)
 			}

@@ -23,13 +23,9 @@
 #include "fib.h"
 #include "pmtu.h"
 
-/* Enough linear data for Ethernet, outer IPv4 with options, GRE with
- * every option and the inner IPv6 (or IPv4) header. */
-#define DECAP_PULL_LEN (ETH_HLEN + 60 + GRE_MAX_HLEN + 40)
-
-/* bpf_skb_adjust_room's flag that sets skb->protocol to IPv6 on
- * decapsulation (Linux 6.3; the uapi headers here predate it). */
-#define ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
+/* Enough linear data for Ethernet, outer IPv4 with options, keyed GRE and
+ * the inner IPv4 header. */
+#define DECAP_PULL_LEN (ETH_HLEN + 60 + GRE_MAX_HLEN + 20)
 
 /* The MAC header as words: a byte-wise memcpy is what clang emits for an
  * ethhdr of unknown alignment, and unaligned word access is fine here. */
@@ -39,9 +35,9 @@ struct mac_words {
 };
 
 /* Strips d->strip bytes after the MAC header of an XDP frame, keeping the
- * MAC header (it was addressed to us) with the inner packet's EtherType.
- * Programs here are not frags-aware, so the whole frame is between data
- * and data_end, which decap_classify is given as its length. */
+ * MAC header: it was addressed to us, and the inner packet is IPv4 like the
+ * outer one. Programs here are not frags-aware, so the whole frame is
+ * between data and data_end, which decap_classify is given as its length. */
 static __always_inline int xdp_strip(struct xdp_md *ctx, const struct decap *d)
 {
 	void *data = (void *)(long)ctx->data;
@@ -56,41 +52,8 @@ static __always_inline int xdp_strip(struct xdp_md *ctx, const struct decap *d)
 	p = (void *)(long)ctx->data;
 	if ((void *)(p + 1) > (void *)(long)ctx->data_end)
 		return -1;
-	p->w0 = mac.w0, p->w1 = mac.w1, p->w2 = mac.w2;
-	p->w3 = d->inner_v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
+	p->w0 = mac.w0, p->w1 = mac.w1, p->w2 = mac.w2, p->w3 = mac.w3;
 	return 0;
-}
-
-/* For the fast path: where the FIB sends the decapsulated packet at l3,
- * when XDP may forward it there itself (BPF_FIB_LKUP_RET_SUCCESS, fib
- * filled); anything else (-1, or the lookup's answer) leaves it to the
- * stack: TTL or hop limit <= 1 (time exceeded), IPv6 the stack would not
- * forward (link-local, multicast), local destinations, transit into
- * another tunnel, unresolved neighbours. */
-static __always_inline long inner_fib(struct xdp_md *ctx, void *l3, void *data_end,
-				      const struct decap *d, struct bpf_fib_lookup *fib)
-{
-	__u32 out;
-	long rc;
-
-	if (d->inner_v6) {
-		struct ipv6hdr *ip6 = l3;
-
-		if ((void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1 || !ipv6_forwardable(ip6))
-			return -1;
-		fib_forward6(fib, ip6, d->ep->ifindex);
-	} else {
-		struct iphdr *ip = l3;
-
-		if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
-			return -1;
-		fib_forward(fib, ip, d->ep->ifindex);
-	}
-	rc = bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
-	out = fib->ifindex;
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS && bpf_map_lookup_elem(&tunnels, &out))
-		return -1;
-	return rc;
 }
 
 /* What decap in XDP tells to_tunnel_tc about a frame it stripped. */
@@ -107,13 +70,16 @@ struct decap_meta {
  * instead would turn the frame into an xdp_frame and lose what the skb
  * knows, such as a partial checksum from a veth sender. With forward (the
  * fast path) the frame goes straight to where the FIB sends the inner
- * packet when inner_fib says XDP may. */
+ * packet when that is not a tunnel and the neighbour is known. What the
+ * stack does better stays with it: TTL <= 1 (time exceeded), local
+ * destinations, transit into another tunnel, unresolved neighbours. */
 static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct bpf_fib_lookup fib = {};
 	struct decap_meta *meta;
+	struct iphdr *inner;
 	struct ethhdr *eth;
 	struct decap d;
 	enum reason r;
@@ -129,14 +95,28 @@ static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 		if (!s || scratch_csum(s, d.gre_len))
 			r = REASON_GRE_CHECKSUM;
 	}
-	if (r == REASON_NONE)
-		r = inner_accept(ctx, data + ETH_HLEN + d.strip, data_end, &d);
 	if (r != REASON_NONE) {
 		count_reason(r);
 		return reason_passes(r) ? XDP_PASS : XDP_DROP;
 	}
-	if (forward)
-		rc = inner_fib(ctx, data + ETH_HLEN + d.strip, data_end, &d, &fib);
+	inner = data + ETH_HLEN + d.strip;
+	if ((void *)(inner + 1) > data_end)
+		return XDP_PASS; /* decap_classify has checked it; for the verifier */
+	if (!inner_source_ok(ctx, inner, d.ep)) {
+		count_reason(REASON_INNER_SOURCE);
+		return XDP_DROP;
+	}
+	if (!ecn_decap(d.outer_ecn, inner)) {
+		count_reason(REASON_ECN_NOT_ECT);
+		return XDP_DROP;
+	}
+	if (forward && inner->ttl > 1) {
+		fib_forward(&fib, inner, d.ep->ifindex);
+		rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+		out = fib.ifindex;
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS && bpf_map_lookup_elem(&tunnels, &out))
+			rc = -1;
+	}
 	if (xdp_strip(ctx, &d)) {
 		count_reason(REASON_DECAP_FAILED);
 		return XDP_DROP;
@@ -146,24 +126,11 @@ static __always_inline int xdp_decap(struct xdp_md *ctx, int forward)
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	eth = data;
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		/* The inner header was there before the strip. */
-		if (d.inner_v6) {
-			struct ipv6hdr *ip6 = (void *)(eth + 1);
-
-			if ((void *)(ip6 + 1) > data_end)
-				return XDP_DROP;
-			return xdp_forward6(eth, ip6, &fib);
-		} else {
-			struct iphdr *ip = (void *)(eth + 1);
-
-			if ((void *)(ip + 1) > data_end)
-				return XDP_DROP;
-			return xdp_forward(eth, ip, &fib);
-		}
-	}
-	if ((void *)(eth + 1) > data_end)
-		return XDP_DROP;
+	inner = (void *)(eth + 1);
+	if ((void *)(inner + 1) > data_end)
+		return XDP_DROP; /* cannot happen: the inner header was there */
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		return xdp_forward(eth, inner, &fib);
 	/* To the tunnel interface from its veth peer, so that the stack there
 	 * takes the frame as its own (PACKET_HOST). */
 	eth_write_macs(eth, d.ep->mac, d.ep->peer_mac);
@@ -212,32 +179,11 @@ int to_tunnel_tc(struct __sk_buff *skb)
 	return bpf_redirect(t->rx_ifindex, 0);
 }
 
-/* Strips d->strip bytes after the MAC header of an skb. FIXED_GSO keeps
- * a GRO'd packet's segment size; IPv4 in IPv4 keeps skb->protocol. For
- * IPv6 inside, skb->protocol must become IPv6 before the packet goes on,
- * or a GSO packet is segmented as IPv4 on its way (TCP over IPv6 moved
- * 0.01 Gbit/s on 6.1 without this). 6.3's DECAP_L3_IPV6 does that in the
- * strip; older kernels refuse the flag, and bpf_skb_change_proto does it
- * there, pushing the 20 bytes an IPv6 header has more than an IPv4 one
- * before the outer header, which the strip then takes too (it leaves
- * gso_size alone since 5.14). */
-static __always_inline int strip_tc(struct __sk_buff *skb, const struct decap *d)
-{
-	if (!d->inner_v6)
-		return bpf_skb_adjust_room(skb, -(__s32)d->strip, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO);
-	if (!bpf_skb_adjust_room(skb, -(__s32)d->strip, BPF_ADJ_ROOM_MAC,
-				 BPF_F_ADJ_ROOM_FIXED_GSO | ADJ_ROOM_DECAP_L3_IPV6))
-		return 0;
-	if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0))
-		return -1;
-	return bpf_skb_adjust_room(skb, -(__s32)(d->strip + sizeof(struct ipv6hdr) - sizeof(struct iphdr)),
-				   BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO);
-}
-
 SEC("tc")
 int decap_tc(struct __sk_buff *skb)
 {
 	const struct endpoint *ep;
+	struct iphdr *inner;
 	struct ethhdr *eth;
 	struct decap d;
 	enum reason r;
@@ -261,13 +207,22 @@ int decap_tc(struct __sk_buff *skb)
 		return reason_passes(r) ? TC_ACT_OK : TC_ACT_SHOT;
 	}
 	ep = d.ep;
-	r = inner_accept(skb, (void *)(long)skb->data + ETH_HLEN + d.strip, (void *)(long)skb->data_end, &d);
-	if (r != REASON_NONE) {
-		count_reason(r);
+	inner = (void *)(long)skb->data + ETH_HLEN + d.strip;
+	if ((void *)(inner + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_OK; /* decap_classify has checked it; for the verifier */
+	if (!inner_source_ok(skb, inner, ep)) {
+		count_reason(REASON_INNER_SOURCE);
+		return TC_ACT_SHOT;
+	}
+	if (!ecn_decap(d.outer_ecn, inner)) {
+		count_reason(REASON_ECN_NOT_ECT);
 		return TC_ACT_SHOT;
 	}
 
-	if (strip_tc(skb, &d)) {
+	/* FIXED_GSO keeps a GRO'd packet's segment size. (6.3's
+	 * BPF_F_ADJ_ROOM_DECAP_L3_IPV4 only changes skb->protocol, which IPv4
+	 * in IPv4 keeps: every kernel strips the same without it.) */
+	if (bpf_skb_adjust_room(skb, -(__s32)d.strip, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO)) {
 		count_reason(REASON_DECAP_FAILED);
 		return TC_ACT_SHOT;
 	}
@@ -277,7 +232,6 @@ int decap_tc(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	eth_write_macs(eth, ep->mac, ep->peer_mac); /* as in xdp_decap */
-	eth->h_proto = d.inner_v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
 	count_rx(ep->ifindex, skb->gso_segs ? skb->gso_segs : 1, d.inner_len);
 	return bpf_redirect(ep->rx_ifindex, 0);
 }
@@ -309,12 +263,14 @@ int encap_tc(struct __sk_buff *skb)
 {
 	struct bpf_fib_lookup fib = {};
 	__u32 dev = skb->ifindex;
-	struct inner_hdr in;
 	struct tunnel *t;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__u32 segs, hlen, mtu, pmtu, len, need;
-	int gso, v6;
+	__u32 segs, hlen, mtu, pmtu, len;
+	__u16 inner_len;
+	__u8 tos, ttl;
+	__be16 df;
+	int gso;
 	long rc;
 
 	t = bpf_map_lookup_elem(&tunnels, &dev);
@@ -322,22 +278,25 @@ int encap_tc(struct __sk_buff *skb)
 		count_reason(REASON_NO_TUNNEL);
 		return TC_ACT_SHOT;
 	}
-	v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
-	if (skb->protocol != bpf_htons(ETH_P_IP) && !v6) {
+	if (skb->protocol != bpf_htons(ETH_P_IP)) {
 		count_reason(REASON_UNKNOWN_INNER);
 		return TC_ACT_SHOT;
 	}
-	need = ETH_HLEN + (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr));
-	if ((void *)(long)skb->data + need > (void *)(long)skb->data_end &&
-	    bpf_skb_pull_data(skb, need)) {
+	if ((void *)(long)skb->data + ETH_HLEN + sizeof(*ip) > (void *)(long)skb->data_end &&
+	    bpf_skb_pull_data(skb, ETH_HLEN + sizeof(*ip))) {
 		count_reason(REASON_TRUNCATED);
 		return TC_ACT_SHOT;
 	}
-	if (inner_read((void *)(long)skb->data + ETH_HLEN, (void *)(long)skb->data_end,
-		       skb->protocol, &in)) {
+	eth = (void *)(long)skb->data;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end) {
 		count_reason(REASON_TRUNCATED);
 		return TC_ACT_SHOT;
 	}
+	tos = ip->tos;
+	ttl = ip->ttl;
+	inner_len = bpf_ntohs(ip->tot_len);
+	df = ip->frag_off & bpf_htons(IP_DF);
 	segs = skb->gso_segs ? skb->gso_segs : 1;
 	gso = skb->gso_size != 0;
 	hlen = encap_len(t);
@@ -357,22 +316,9 @@ int encap_tc(struct __sk_buff *skb)
 			mtu = pmtu;
 	}
 	if (!gso && len > mtu) {
-		/* ip_gre's tnl_update_pmtu: IPv4 with DF gets "fragmentation
-		 * needed"; IPv6 gets "packet too big" unless the outer header
-		 * copies no DF (pmtudisc off) or the tunnel MTU would be below
-		 * IPv6's minimum. */
-		if (v6 && !(t->flags & TUNNEL_F_NOPMTUDISC) && mtu - hlen >= IPV6_MIN_MTU) {
-			struct ipv6hdr *ip6 = (void *)(long)skb->data + ETH_HLEN;
-
-			count_reason(REASON_PACKET_TOO_BIG);
-			if ((void *)(ip6 + 1) > (void *)(long)skb->data_end || !icmp6_may_answer(skb, ip6))
-				return TC_ACT_SHOT;
-			return send_pkt_too_big(skb, t, len - hlen, mtu - hlen);
-		}
-		if (!v6 && in.df) {
-			ip = (void *)(long)skb->data + ETH_HLEN;
+		if (df) {
 			count_reason(REASON_FRAG_NEEDED);
-			if ((void *)(ip + 1) > (void *)(long)skb->data_end || !icmp_may_answer(skb, ip))
+			if (!icmp_may_answer(skb, ip))
 				return TC_ACT_SHOT;
 			return send_frag_needed(skb, t, len - hlen, mtu - hlen);
 		}
@@ -414,7 +360,8 @@ int encap_tc(struct __sk_buff *skb)
 		count_reason(REASON_ENCAP_FAILED);
 		return TC_ACT_SHOT;
 	}
-	encap_write(ip, t, &in, skb->len - ETH_HLEN, (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
+	encap_write(ip, t, tos, ttl, df, skb->len - ETH_HLEN,
+		    (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	if (t->flags & TUNNEL_F_OCSUM) {
 		__u32 off = ETH_HLEN + sizeof(*ip), glen = skb->len - off;
@@ -440,17 +387,17 @@ int encap_tc(struct __sk_buff *skb)
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		eth_write_macs(eth, fib.dmac, fib.smac);
-		count_tx(t->ifindex, segs, in.len);
+		count_tx(t->ifindex, segs, inner_len);
 		return bpf_redirect(fib.ifindex, 0);
 	case BPF_FIB_LKUP_RET_NO_NEIGH:
 		/* No next hop given: the helper routes the outer packet itself
 		 * and queues it on the neighbour until it resolves. */
-		count_tx(t->ifindex, segs, in.len);
+		count_tx(t->ifindex, segs, inner_len);
 		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 	case BPF_FIB_LKUP_RET_FWD_DISABLED:
 		/* An endpoint that does not forward: the helper will not look up
 		 * for us, so let bpf_redirect_neigh route the outer packet. */
-		count_tx(t->ifindex, segs, in.len);
+		count_tx(t->ifindex, segs, inner_len);
 		return bpf_redirect_neigh(t->wan_ifindex, NULL, 0, 0);
 	default:
 		count_reason(REASON_NO_OUTER_ROUTE);
@@ -460,9 +407,8 @@ int encap_tc(struct __sk_buff *skb)
 
 /* Fast path, LAN ingress: what the stack plus encap_tc would do to a packet
  * the FIB routes into a tunnel, done here and redirected out of the WAN
- * device. Anything else, TTL or hop limit <= 1, IPv4 options, IPv6 the
- * stack would not forward, packets over the tunnel MTU (the stack and
- * encap_tc answer the sender) and unresolved outer next hops, go to the
+ * device. Anything else, and TTL <= 1, packets over the tunnel MTU (the
+ * stack sends "frag needed") and unresolved outer next hops, go to the
  * stack. */
 SEC("xdp")
 int fastpath_lan(struct xdp_md *ctx)
@@ -471,29 +417,20 @@ int fastpath_lan(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct bpf_fib_lookup fib = {};
 	struct ethhdr *eth = data;
-	struct inner_hdr in;
-	struct iphdr *ip;
+	struct iphdr *ip = (void *)(eth + 1), *inner;
 	struct tunnel *t;
 	__u32 hlen, out;
+	__u16 inner_len;
+	__be16 df;
+	__u8 tos, ttl;
 	long rc;
 
-	if ((void *)(eth + 1) > data_end || inner_read(eth + 1, data_end, eth->h_proto, &in) ||
-	    in.ttl <= 1)
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
+	    ip->ttl <= 1)
 		return XDP_PASS;
 	/* A tunnel interface has no neighbours to resolve (NOARP): NO_NEIGH
 	 * still names the egress. */
-	if (in.proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-
-		if ((void *)(ip6 + 1) > data_end || !ipv6_forwardable(ip6))
-			return XDP_PASS;
-		fib_forward6(&fib, ip6, ctx->ingress_ifindex);
-	} else {
-		ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > data_end || ip->ihl != 5)
-			return XDP_PASS;
-		fib_forward(&fib, ip, ctx->ingress_ifindex);
-	}
+	fib_forward(&fib, ip, ctx->ingress_ifindex);
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return XDP_PASS;
@@ -501,47 +438,40 @@ int fastpath_lan(struct xdp_md *ctx)
 	t = bpf_map_lookup_elem(&tunnels, &out);
 	if (!t)
 		return XDP_PASS;
+	inner_len = bpf_ntohs(ip->tot_len);
 	hlen = encap_len(t);
 	/* Over the path MTU the stack and encap_tc answer the sender. */
-	if (in.len + hlen > pmtu_floor) {
+	if (inner_len + hlen > pmtu_floor) {
 		__u32 pmtu = path_mtu_of(t);
 
-		if (pmtu && in.len + hlen > pmtu)
+		if (pmtu && inner_len + hlen > pmtu)
 			return XDP_PASS;
 	}
 
 	__builtin_memset(&fib, 0, sizeof(fib));
-	fib_outer(&fib, t, in.len + hlen);
+	fib_outer(&fib, t, inner_len + hlen);
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS)
 		return XDP_PASS;
 
-	in.ttl--; /* what the outer header inherits is the forwarded packet's */
+	tos = ip->tos;
+	ttl = ip->ttl - 1;
+	df = ip->frag_off & bpf_htons(IP_DF);
 	if (bpf_xdp_adjust_head(ctx, -(int)hlen))
 		return XDP_PASS;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	eth = data;
 	ip = (void *)(eth + 1);
-	if ((void *)ip + sizeof(*ip) + GRE_MAX_HLEN > data_end)
+	inner = (void *)ip + hlen;
+	if ((void *)(inner + 1) > data_end || (void *)ip + sizeof(*ip) + GRE_MAX_HLEN > data_end)
 		return XDP_DROP; /* cannot happen: the inner header was there */
-	if (in.proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)ip + hlen;
-
-		if ((void *)(ip6 + 1) > data_end)
-			return XDP_DROP;
-		ip6->hop_limit--;
-	} else {
-		struct iphdr *inner = (void *)ip + hlen;
-
-		if ((void *)(inner + 1) > data_end)
-			return XDP_DROP;
-		ipv4_dec_ttl(inner);
-	}
+	ipv4_dec_ttl(inner);
 	eth_write_macs(eth, fib.dmac, fib.smac);
 	eth->h_proto = bpf_htons(ETH_P_IP);
-	encap_write(ip, t, &in, in.len + hlen, (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
+	encap_write(ip, t, tos, ttl, df, inner_len + hlen,
+		    (t->flags & TUNNEL_F_OSEQ) ? next_seqno(t) : 0);
 	if (t->flags & TUNNEL_F_OCSUM) {
-		__u32 glen = in.len + hlen - sizeof(*ip);
+		__u32 glen = inner_len + hlen - sizeof(*ip);
 		struct scratch *s = scratch_xdp(ctx, ETH_HLEN + sizeof(*ip), glen);
 		__u16 *sum;
 
@@ -553,7 +483,7 @@ int fastpath_lan(struct xdp_md *ctx)
 		}
 		*sum = scratch_csum(s, glen);
 	}
-	count_tx(t->ifindex, 1, in.len);
+	count_tx(t->ifindex, 1, inner_len);
 	return bpf_redirect(fib.ifindex, 0);
 }
 

@@ -48,14 +48,6 @@ type GrebpfEndpointKey struct {
 	Keyed  uint32
 }
 
-type GrebpfIn6Addr struct {
-	_    structs.HostLayout
-	In6U struct {
-		_       structs.HostLayout
-		U6Addr8 [16]uint8
-	}
-}
-
 type GrebpfPathMtu struct {
 	_       structs.HostLayout
 	Mtu     uint32
@@ -97,8 +89,7 @@ const (
 	GrebpfReasonREASON_PATH_MTU       GrebpfReason = 22
 	GrebpfReasonREASON_FRAG_NEEDED    GrebpfReason = 23
 	GrebpfReasonREASON_GRE_CHECKSUM   GrebpfReason = 24
-	GrebpfReasonREASON_PACKET_TOO_BIG GrebpfReason = 25
-	GrebpfReasonREASON_MAX            GrebpfReason = 26
+	GrebpfReasonREASON_MAX            GrebpfReason = 25
 )
 
 type GrebpfScratch struct {
@@ -120,24 +111,22 @@ const (
 )
 
 type GrebpfTunnel struct {
-	_              structs.HostLayout
-	Local          uint32
-	Remote         uint32
-	Key            uint32
-	Flags          uint32
-	Ttl            uint8
-	Tos            uint8
-	RpFilter       uint8
-	Pad            uint8
-	Ifindex        uint32
-	WanIfindex     uint32
-	RxIfindex      uint32
-	OverlayLocal   uint32
-	OverlayRemote  uint32
-	WanNexthop     uint32
-	Overlay6Local  [16]uint8
-	Overlay6Remote [16]uint8
-	Name           [16]int8
+	_             structs.HostLayout
+	Local         uint32
+	Remote        uint32
+	Key           uint32
+	Flags         uint32
+	Ttl           uint8
+	Tos           uint8
+	RpFilter      uint8
+	Pad           uint8
+	Ifindex       uint32
+	WanIfindex    uint32
+	RxIfindex     uint32
+	OverlayLocal  uint32
+	OverlayRemote uint32
+	WanNexthop    uint32
+	Name          [16]int8
 }
 
 type GrebpfTunnelCounters struct {
@@ -155,8 +144,6 @@ const (
 	GrebpfMapAttachments   = "attachments"
 	GrebpfMapEndpoints     = "endpoints"
 	GrebpfMapIfaceAddrs    = "iface_addrs"
-	GrebpfMapIfaceAddrs6   = "iface_addrs6"
-	GrebpfMapLocalAddrs6   = "local_addrs6"
 	GrebpfMapPathMtus      = "path_mtus"
 	GrebpfMapPeers         = "peers"
 	GrebpfMapReasonStats   = "reason_stats"
@@ -171,7 +158,6 @@ const (
 	GrebpfProgFastpathLan  = "fastpath_lan"
 	GrebpfProgFastpathWan  = "fastpath_wan"
 	GrebpfProgToTunnelTc   = "to_tunnel_tc"
-	GrebpfVarIcmp6HopLimit = "icmp6_hop_limit"
 	GrebpfVarIcmpTtl       = "icmp_ttl"
 	GrebpfVarPmtuExpiresNs = "pmtu_expires_ns"
 	GrebpfVarPmtuFloor     = "pmtu_floor"
@@ -234,8 +220,6 @@ type GrebpfMapSpecs struct {
 	Attachments *ebpf.MapSpec `ebpf:"attachments"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	IfaceAddrs  *ebpf.MapSpec `ebpf:"iface_addrs"`
-	IfaceAddrs6 *ebpf.MapSpec `ebpf:"iface_addrs6"`
-	LocalAddrs6 *ebpf.MapSpec `ebpf:"local_addrs6"`
 	PathMtus    *ebpf.MapSpec `ebpf:"path_mtus"`
 	Peers       *ebpf.MapSpec `ebpf:"peers"`
 	ReasonStats *ebpf.MapSpec `ebpf:"reason_stats"`
@@ -250,7 +234,6 @@ type GrebpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GrebpfVariableSpecs struct {
-	Icmp6HopLimit *ebpf.VariableSpec `ebpf:"icmp6_hop_limit"`
 	IcmpTtl       *ebpf.VariableSpec `ebpf:"icmp_ttl"`
 	PmtuExpiresNs *ebpf.VariableSpec `ebpf:"pmtu_expires_ns"`
 	PmtuFloor     *ebpf.VariableSpec `ebpf:"pmtu_floor"`
@@ -279,8 +262,6 @@ type GrebpfMaps struct {
 	Attachments *ebpf.Map `ebpf:"attachments"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	IfaceAddrs  *ebpf.Map `ebpf:"iface_addrs"`
-	IfaceAddrs6 *ebpf.Map `ebpf:"iface_addrs6"`
-	LocalAddrs6 *ebpf.Map `ebpf:"local_addrs6"`
 	PathMtus    *ebpf.Map `ebpf:"path_mtus"`
 	Peers       *ebpf.Map `ebpf:"peers"`
 	ReasonStats *ebpf.Map `ebpf:"reason_stats"`
@@ -296,8 +277,6 @@ func (m *GrebpfMaps) Close() error {
 		m.Attachments,
 		m.Endpoints,
 		m.IfaceAddrs,
-		m.IfaceAddrs6,
-		m.LocalAddrs6,
 		m.PathMtus,
 		m.Peers,
 		m.ReasonStats,
@@ -313,7 +292,6 @@ func (m *GrebpfMaps) Close() error {
 //
 // It can be passed to LoadGrebpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GrebpfVariables struct {
-	Icmp6HopLimit *ebpf.Variable `ebpf:"icmp6_hop_limit"`
 	IcmpTtl       *ebpf.Variable `ebpf:"icmp_ttl"`
 	PmtuExpiresNs *ebpf.Variable `ebpf:"pmtu_expires_ns"`
 	PmtuFloor     *ebpf.Variable `ebpf:"pmtu_floor"`

@@ -193,13 +193,10 @@ func innerPacket(tb testing.TB, src, dst net.IP, tos, ttl uint8) []byte {
 	return serialize(tb, ip, icmp, gopacket.Payload("grebpf test payload"))
 }
 
-// frame puts an Ethernet header in front of an IPv4 or IPv6 packet.
+// frame puts an Ethernet header in front of an IPv4 packet.
 func frame(tb testing.TB, dst, src net.HardwareAddr, l3 []byte) []byte {
 	tb.Helper()
 	eth := &layers.Ethernet{DstMAC: dst, SrcMAC: src, EthernetType: layers.EthernetTypeIPv4}
-	if len(l3) > 0 && l3[0]>>4 == 6 {
-		eth.EthernetType = layers.EthernetTypeIPv6
-	}
 	return serialize(tb, eth, gopacket.Payload(l3))
 }
 

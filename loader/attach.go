@@ -302,6 +302,9 @@ func apply(x *txn, p prepared, commit func() error) (rep Report, committed bool,
 	if err = maps.WriteAttachment(m, att); err != nil {
 		return rep, false, err
 	}
+	if err = fillICMPSources(m); err != nil {
+		return rep, false, err
+	}
 	if err := x.at("decap"); err != nil {
 		return rep, false, err
 	}
@@ -318,11 +321,6 @@ func apply(x *txn, p prepared, commit func() error) (rep Report, committed bool,
 		return rep, false, err
 	}
 	rep.Changed = rep.Changed || c
-	// After the tunnel interfaces, whose IPv6 overlay addresses answer
-	// ICMPv6 for senders reached through them.
-	if err = fillICMPSources(m); err != nil {
-		return rep, false, err
-	}
 	if err := x.at("fast path"); err != nil {
 		return rep, false, err
 	}

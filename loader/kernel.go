@@ -138,17 +138,9 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+t.Name+"/rp_filter", []byte(rpf), 0); err != nil {
 			return rep, fmt.Errorf("set rp_filter of %s: %w", t.Name, err)
 		}
-		if err := routing.SetIPv6(t.Name, t.CarriesIPv6()); err != nil {
-			return rep, err
-		}
-		for _, a := range [][2]netip.Addr{{t.OverlayLocal, t.OverlayRemote}, {t.Overlay6Local, t.Overlay6Remote}} {
-			if !a[0].IsValid() {
-				continue
-			}
-			addr := &netlink.Addr{IPNet: hostNet(a[0]), Peer: hostNet(a[1])}
-			if err := netlink.AddrAdd(g, addr); err != nil {
-				return rep, fmt.Errorf("add %s peer %s to %s: %w", a[0], a[1], t.Name, err)
-			}
+		addr := &netlink.Addr{IPNet: hostNet(t.OverlayLocal), Peer: hostNet(t.OverlayRemote)}
+		if err := netlink.AddrAdd(g, addr); err != nil {
+			return rep, fmt.Errorf("add %s peer %s to %s: %w", t.OverlayLocal, t.OverlayRemote, t.Name, err)
 		}
 		if err := netlink.LinkSetUp(g); err != nil {
 			return rep, fmt.Errorf("set %s up: %w", t.Name, err)
@@ -170,7 +162,7 @@ func AttachKernel(ns string, r config.Router) (rep Report, err error) {
 }
 
 func hostNet(a netip.Addr) *net.IPNet {
-	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
 }
 
 // DetachKernel deletes grebpf's ip_gre netdevs; their addresses and
@@ -221,15 +213,6 @@ func KernelState(ns string) (State, error) {
 			t.OverlayLocal, _ = netip.AddrFromSlice(addrs[0].IP.To4())
 			if addrs[0].Peer != nil {
 				t.OverlayRemote, _ = netip.AddrFromSlice(addrs[0].Peer.IP.To4())
-			}
-		}
-		if addrs, err := netlink.AddrList(g, unix.AF_INET6); err == nil {
-			for _, a := range addrs {
-				if a.Scope == unix.RT_SCOPE_UNIVERSE && a.Peer != nil {
-					t.Overlay6Local, _ = netip.AddrFromSlice(a.IP)
-					t.Overlay6Remote, _ = netip.AddrFromSlice(a.Peer.IP)
-					break
-				}
 			}
 		}
 		if b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + t.Name + "/rp_filter"); err == nil {

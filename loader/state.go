@@ -2,7 +2,6 @@ package loader
 
 import (
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -36,7 +35,7 @@ type State struct {
 	Device     string
 	Attachment maps.Attachment
 	Tunnels    []TunnelState
-	Routes     []tunnel.Route // every route through a tunnel interface, whoever added it
+	Routes     []tunnel.Route // every IPv4 route through a tunnel interface, whoever added it
 	Reasons    []uint64       // indexed by maps.Reason
 	FastPath   []string       // LAN devices with the XDP fast path
 	// Problems are what stops or slows the tunnels' traffic now, each
@@ -103,30 +102,24 @@ func (s State) DecapName() string { return decapName(s.Attachment.Decap) }
 func (s State) EncapName() string { return encapName(s.Attachment.Flags) }
 func (s State) TCName() string    { return tcName(s.Attachment.Tc) }
 
-// routesThrough lists the main table's routes whose device is one of the
-// tunnels' interfaces, but for the link-local and multicast ones IPv6
-// gives every link and the one it gives each address of the interface's
-// own.
+// routesThrough lists the main table's IPv4 routes whose device is one of
+// the tunnels' interfaces.
 func routesThrough(ts []TunnelState) ([]tunnel.Route, error) {
 	names := map[int]string{}
-	own := map[netip.Prefix]bool{}
 	for _, t := range ts {
 		names[int(t.Link.Ifindex)] = t.Name
-		if t.CarriesIPv6() {
-			own[netip.PrefixFrom(t.Overlay6Local, 128)] = true
-		}
 	}
-	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	rs, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	var out []tunnel.Route
 	for _, r := range rs {
 		name, ok := names[r.LinkIndex]
-		if !ok || routing.LinkScoped(r) || own[routing.RouteDst(r)] {
+		if !ok {
 			continue
 		}
-		out = append(out, tunnel.Route{Prefix: routing.RouteDst(r), Tunnel: name})
+		out = append(out, tunnel.Route{Prefix: routing.PrefixOf(r.Dst), Tunnel: name})
 	}
 	return out, nil
 }

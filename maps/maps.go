@@ -62,10 +62,6 @@ func value(t tunnel.Tunnel) bpf.GrebpfTunnel {
 		OverlayRemote: be32(t.OverlayRemote),
 		WanNexthop:    be32(t.WANNexthop),
 	}
-	if t.CarriesIPv6() {
-		v.Overlay6Local = t.Overlay6Local.As16()
-		v.Overlay6Remote = t.Overlay6Remote.As16()
-	}
 	if t.OKey != nil {
 		v.Flags |= FlagKey
 		v.Key = keyBE(*t.OKey)
@@ -113,9 +109,6 @@ func tunnelFrom(v bpf.GrebpfTunnel) tunnel.Tunnel {
 	}
 	if v.WanNexthop != 0 {
 		t.WANNexthop = addrOf(v.WanNexthop)
-	}
-	if a := netip.AddrFrom16(v.Overlay6Local); !a.IsUnspecified() {
-		t.Overlay6Local, t.Overlay6Remote = a, netip.AddrFrom16(v.Overlay6Remote)
 	}
 	if v.Flags&FlagKey != 0 {
 		k := keyHost(v.Key)
@@ -377,65 +370,32 @@ func WriteAttachment(m *Maps, a Attachment) error {
 	return m.Attachments.Put(uint32(0), a)
 }
 
-// ICMPSources is what the programs answer ICMP and ICMPv6 errors from:
-// per device ifindex, the IPv4 and the IPv6 address errors routed out of
-// it leave from; and every IPv6 address of the namespace but link-local
-// ones, which tell a sender on this host.
-type ICMPSources struct {
-	V4, V6 map[uint32]netip.Addr
-	Local6 []netip.Addr
-}
-
-// SetICMPSources makes the iface_addrs, iface_addrs6 and local_addrs6
-// maps hold exactly srcs.
-func SetICMPSources(m *Maps, srcs ICMPSources) error {
-	v4 := map[uint32]uint32{}
-	for k, a := range srcs.V4 {
-		v4[k] = be32(a)
+// SetICMPSources makes the iface_addrs map hold exactly srcs: the address
+// ICMP errors leave from, per device ifindex.
+func SetICMPSources(m *Maps, srcs map[uint32]netip.Addr) error {
+	if len(srcs) > int(m.IfaceAddrs.MaxEntries()) {
+		return fmt.Errorf("%d devices have IPv4 addresses; grebpf answers ICMP through at most %d: split them over namespaces",
+			len(srcs), m.IfaceAddrs.MaxEntries())
 	}
-	v6 := map[uint32][16]byte{}
-	for k, a := range srcs.V6 {
-		v6[k] = a.As16()
-	}
-	local := map[[16]byte]uint8{}
-	for _, a := range srcs.Local6 {
-		local[a.As16()] = 1
-	}
-	if err := holdExactly(m.IfaceAddrs, v4, "IPv4"); err != nil {
-		return err
-	}
-	if err := holdExactly(m.IfaceAddrs6, v6, "IPv6"); err != nil {
-		return err
-	}
-	return holdExactly(m.LocalAddrs6, local, "IPv6")
-}
-
-// holdExactly makes mp hold exactly want, addresses of the family named.
-func holdExactly[K, V comparable](mp *ebpf.Map, want map[K]V, family string) error {
-	if len(want) > int(mp.MaxEntries()) {
-		return fmt.Errorf("this namespace has %d %s addresses to answer ICMP from; grebpf holds at most %d: split them over namespaces",
-			len(want), family, mp.MaxEntries())
-	}
-	var k K
-	var v V
-	var stale []K
-	it := mp.Iterate()
+	var k, v uint32
+	var stale []uint32
+	it := m.IfaceAddrs.Iterate()
 	for it.Next(&k, &v) {
-		if a, ok := want[k]; !ok || a != v {
+		if a, ok := srcs[k]; !ok || be32(a) != v {
 			stale = append(stale, k)
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("read %s ICMP sources: %w", family, err)
+		return fmt.Errorf("read ICMP sources: %w", err)
 	}
 	for _, k := range stale {
-		if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete %s ICMP source %v: %w", family, k, err)
+		if err := m.IfaceAddrs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete ICMP source of ifindex %d: %w", k, err)
 		}
 	}
-	for k, a := range want {
-		if err := mp.Put(k, a); err != nil {
-			return fmt.Errorf("write %s ICMP source %v: %w", family, k, err)
+	for k, a := range srcs {
+		if err := m.IfaceAddrs.Put(k, be32(a)); err != nil {
+			return fmt.Errorf("write ICMP source of ifindex %d: %w", k, err)
 		}
 	}
 	return nil

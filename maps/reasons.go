@@ -36,7 +36,6 @@ var reasonInfo = [...]struct {
 	bpf.GrebpfReasonREASON_PATH_MTU:       {"path-mtu", false},
 	bpf.GrebpfReasonREASON_FRAG_NEEDED:    {"frag-needed", true},
 	bpf.GrebpfReasonREASON_GRE_CHECKSUM:   {"gre-checksum", true},
-	bpf.GrebpfReasonREASON_PACKET_TOO_BIG: {"packet-too-big", true},
 }
 
 // ReasonName is the name stats print for r.

@@ -20,14 +20,11 @@ func TestBadInput(t *testing.T) {
 	grebpf(t, attachArgs("r2")...)
 	before := snapshot(t, "r1", "wan1") + snapshot(t, "r2", "wan2")
 
-	// replace sets the first occurrence of flag (the IPv4 route, of the
-	// two --route flags).
 	replace := func(args []string, flag, val string) []string {
 		out := append([]string(nil), args...)
 		for i := range out {
 			if out[i] == flag {
 				out[i+1] = val
-				break
 			}
 		}
 		return out
@@ -50,7 +47,7 @@ func TestBadInput(t *testing.T) {
 		{"not root", r1, true, "needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo"},
 		{"missing device", replace(r1, "--dev", "wan9"), false, `no such interface "wan9" in network namespace r1`},
 		{"missing namespace", replace(r1, "--netns", "r9"), false, `no network namespace "r9"`},
-		{"bad prefix", replace(r1, "--route", "172.16.200.0/33"), false, `route "172.16.200.0/33" is not an IPv4 or IPv6 prefix`},
+		{"bad prefix", replace(r1, "--route", "172.16.200.0/33"), false, `route "172.16.200.0/33" is not an IPv4 prefix`},
 		{"host bits", replace(r1, "--route", "172.16.200.1/24"), false, "did you mean 172.16.200.0/24?"},
 		{"overlaps a kernel route", replace(r1, "--route", "172.16.100.128/25"), false, "route 172.16.100.128/25 overlaps the kernel route 172.16.100.0/24 dev lan1"},
 		{"overlapping routes", append(r1, "--route", "172.16.0.0/16"), false, "overlaps route"},

@@ -3,7 +3,6 @@ package test
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -50,10 +49,21 @@ func TestTunnel(t *testing.T) {
 				t.Fatalf("show says fast path on %v", show.FastPath)
 			}
 
-			t.Run("traceroute", func(t *testing.T) { checkSeedTraceroutes(t, decap) })
+			t.Run("traceroute", func(t *testing.T) {
+				for _, c := range []struct {
+					from, to string
+					want     []string
+				}{
+					{"lan1", "172.16.200.1", []string{"172.16.100.254", "192.168.1.2", "172.16.200.1"}},
+					{"lan2", "172.16.100.1", []string{"172.16.200.254", "192.168.1.1", "172.16.100.1"}},
+				} {
+					if got := traceroute(t, c.from, c.to, 5); !slices.Equal(got, c.want) {
+						t.Errorf("traceroute %s → %s: %v, want %v", c.from, c.to, got, c.want)
+					}
+				}
+			})
 			t.Run("ping overlay", func(t *testing.T) {
-				for _, c := range [][2]string{{"lan1", "192.168.1.2"}, {"r1", "192.168.1.2"}, {"lan2", "192.168.1.1"}, {"r2", "192.168.1.1"}, {"lan1", "172.16.200.1"}, {"lan2", "172.16.100.1"},
-					{"lan1", "fd00:1::2"}, {"r1", "fd00:1::2"}, {"lan2", "fd00:1::1"}, {"r2", "fd00:1::1"}, {"lan1", "2001:db8:200::1"}, {"lan2", "2001:db8:100::1"}} {
+				for _, c := range [][2]string{{"lan1", "192.168.1.2"}, {"r1", "192.168.1.2"}, {"lan2", "192.168.1.1"}, {"r2", "192.168.1.1"}, {"lan1", "172.16.200.1"}, {"lan2", "172.16.100.1"}} {
 					mustPing(t, c[0], c[1])
 				}
 			})
@@ -66,20 +76,11 @@ func TestTunnel(t *testing.T) {
 				if r.code == 0 || !strings.Contains(r.out, "From 172.16.100.254") || !strings.Contains(r.out, "Frag needed and DF set (mtu = 1476)") {
 					t.Errorf("1477-byte DF ping: want frag needed (mtu = 1476) from r1, got exit %d:\n%s%s", r.code, r.out, r.stderr)
 				}
-				// IPv6: 1428 + 8 ICMPv6 + 40 IPv6 = 1476; routers never fragment.
-				if r := ping(t, "lan1", "2001:db8:200::1", "-M", "do", "-s", "1428"); r.code != 0 {
-					t.Errorf("1476-byte IPv6 ping failed:\n%s%s", r.out, r.stderr)
-				}
-				r = ping(t, "lan1", "2001:db8:200::1", "-M", "do", "-s", "1452")
-				if r.code == 0 || !strings.Contains(r.out, "From 2001:db8:100::254") || !strings.Contains(r.out, "Packet too big: mtu=1476") {
-					t.Errorf("1500-byte IPv6 ping: want packet too big (mtu=1476) from r1, got exit %d:\n%s%s", r.code, r.out, r.stderr)
-				}
 			})
 			t.Run("wan sees only gre", func(t *testing.T) {
-				lines := capture(t, "wan", "ip or (ip6 and not src net fe80::/10)", func() {
+				lines := capture(t, "wan", "ip", func() {
 					mustPing(t, "lan1", "172.16.200.1")
 					mustPing(t, "lan2", "172.16.100.1")
-					mustPing(t, "lan1", "2001:db8:200::1")
 					in(t, "lan1", "traceroute", "-n", "-q", "1", "-w", "1", "-m", "3", "-U", "172.16.200.1")
 				})
 				gre := regexp.MustCompile(`^\S+ \S+ +\S+ +IP (10\.100\.0\.1 > 10\.200\.0\.1|10\.200\.0\.1 > 10\.100\.0\.1): GREv0, `)
@@ -93,104 +94,42 @@ func TestTunnel(t *testing.T) {
 				}
 			})
 			t.Run("stats add up", func(t *testing.T) {
-				tunnelsQuiet(t)
-				// ICMP echoes of 56 bytes: 84-byte IPv4 packets, 104-byte IPv6 ones.
+				r1, r2 := stats(t, "r1"), stats(t, "r2")
+				in(t, "lan1", "ping", "-q", "-c", "20", "-i", "0.01", "172.16.200.1")
+				r1b, r2b := stats(t, "r1"), stats(t, "r2")
+				const n, size = 20, 84 // ICMP echo of 56 bytes: 84-byte IPv4 packets
 				for _, c := range []struct {
-					to   string
-					size uint64
-				}{{"172.16.200.1", 84}, {"2001:db8:200::1", 104}} {
-					statsAddUp(t, c.to, c.size)
+					what      string
+					got, want uint64
+				}{
+					{"r1 tx packets", r1b.Tunnels[0].TxPackets - r1.Tunnels[0].TxPackets, n},
+					{"r1 tx bytes", r1b.Tunnels[0].TxBytes - r1.Tunnels[0].TxBytes, n * size},
+					{"r2 rx packets", r2b.Tunnels[0].RxPackets - r2.Tunnels[0].RxPackets, n},
+					{"r2 rx bytes", r2b.Tunnels[0].RxBytes - r2.Tunnels[0].RxBytes, n * size},
+					{"r2 tx packets", r2b.Tunnels[0].TxPackets - r2.Tunnels[0].TxPackets, n},
+					{"r1 rx packets", r1b.Tunnels[0].RxPackets - r1.Tunnels[0].RxPackets, n},
+					{"r1 rx bytes", r1b.Tunnels[0].RxBytes - r1.Tunnels[0].RxBytes, n * size},
+				} {
+					if c.got != c.want {
+						t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
+					}
+				}
+				for _, s := range []statsJSON{r1b, r2b} {
+					for _, r := range s.Reasons {
+						if r.Action == "drop" && r.Packets != 0 {
+							t.Errorf("drops on a clean lab: %s %d", r.Reason, r.Packets)
+						}
+					}
 				}
 			})
 			t.Run("iperf3", func(t *testing.T) {
-				for _, c := range []struct{ family, to string }{{"IPv4", "172.16.200.1"}, {"IPv6", "2001:db8:200::1"}} {
-					rx0, bytes0 := linkStat(t, "r2", "gre1", "rx_packets"), linkStat(t, "r2", "gre1", "rx_bytes")
-					gbps, retrans := iperfBetween(t, "lan1", "lan2", c.to, 3)
-					t.Logf("iperf3 TCP lan1 → lan2 over %s, %s: %.2f Gbit/s, %d retransmits", c.family, decap, gbps, retrans)
-					if gbps <= 0 {
-						t.Errorf("%s: no TCP throughput", c.family)
-					}
-					// GSO kept: what decap hands r2's tunnel interface are
-					// the WAN's GRO'd aggregates, not wire-sized packets (a
-					// decap that left IPv6 marked as IPv4 had them
-					// segmented: 1,478 bytes a packet, 0.01 Gbit/s on 6.1).
-					// The fast path forwards past the interface.
-					rx, bytes := linkStat(t, "r2", "gre1", "rx_packets"), linkStat(t, "r2", "gre1", "rx_bytes")
-					if per := float64(bytes-bytes0) / float64(max(rx-rx0, 1)); mode.lab == nil && per < 3000 {
-						t.Errorf("%s: r2's gre1 received %.0f bytes a packet: GRO'd packets were not carried whole", c.family, per)
-					}
+				gbps, retrans := iperf(t, 5)
+				t.Logf("iperf3 TCP lan1 → lan2, %s: %.2f Gbit/s, %d retransmits", decap, gbps, retrans)
+				if gbps <= 0 {
+					t.Errorf("no TCP throughput")
 				}
 			})
 		})
-	}
-}
-
-// tunnelsQuiet waits until the tunnels of the routers given (r1 and r2
-// when none) carry nothing for a second: a tunnel interface that runs
-// IPv6 sends its MLD reports (twice, a second apart) when it comes up and
-// takes addresses, as ip_gre's does. A test that counts packets exactly
-// starts after them.
-func tunnelsQuiet(t *testing.T, routers ...string) {
-	t.Helper()
-	if len(routers) == 0 {
-		routers = []string{"r1", "r2"}
-	}
-	moved := func() string {
-		var sum uint64
-		for _, r := range routers {
-			var s statsJSON
-			if err := json.Unmarshal([]byte(grebpf(t, "--netns", r, "stats", "--json")), &s); err != nil {
-				t.Fatal(err)
-			}
-			for _, tu := range s.Tunnels {
-				sum += tu.TxPackets + tu.RxPackets
-			}
-		}
-		return fmt.Sprint(sum)
-	}
-	before := moved()
-	eventually(t, 10*time.Second, func() string {
-		time.Sleep(time.Second)
-		now := moved()
-		if now != before {
-			before = now
-			return "the tunnels never went quiet for a second"
-		}
-		return ""
-	})
-}
-
-// statsAddUp pings 20 packets of size bytes from lan1 to lan2's address to
-// and checks that both routers' tunnel counters moved by exactly those, and
-// that nothing was dropped.
-func statsAddUp(t *testing.T, to string, size uint64) {
-	t.Helper()
-	r1, r2 := stats(t, "r1"), stats(t, "r2")
-	in(t, "lan1", "ping", "-q", "-c", "20", "-i", "0.01", to)
-	r1b, r2b := stats(t, "r1"), stats(t, "r2")
-	const n = 20
-	for _, c := range []struct {
-		what      string
-		got, want uint64
-	}{
-		{"r1 tx packets", r1b.Tunnels[0].TxPackets - r1.Tunnels[0].TxPackets, n},
-		{"r1 tx bytes", r1b.Tunnels[0].TxBytes - r1.Tunnels[0].TxBytes, n * size},
-		{"r2 rx packets", r2b.Tunnels[0].RxPackets - r2.Tunnels[0].RxPackets, n},
-		{"r2 rx bytes", r2b.Tunnels[0].RxBytes - r2.Tunnels[0].RxBytes, n * size},
-		{"r2 tx packets", r2b.Tunnels[0].TxPackets - r2.Tunnels[0].TxPackets, n},
-		{"r1 rx packets", r1b.Tunnels[0].RxPackets - r1.Tunnels[0].RxPackets, n},
-		{"r1 rx bytes", r1b.Tunnels[0].RxBytes - r1.Tunnels[0].RxBytes, n * size},
-	} {
-		if c.got != c.want {
-			t.Errorf("to %s: %s: %d, want %d", to, c.what, c.got, c.want)
-		}
-	}
-	for _, s := range []statsJSON{r1b, r2b} {
-		for _, r := range s.Reasons {
-			if r.Action == "drop" && r.Packets != 0 {
-				t.Errorf("drops on a clean lab: %s %d", r.Reason, r.Packets)
-			}
-		}
 	}
 }
 

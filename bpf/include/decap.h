@@ -7,8 +7,6 @@
 #include <linux/ip.h>
 #include <bpf/bpf_endian.h>
 #include "csum.h"
-#include "fib.h"
-#include "ipv6.h"
 #include "maps.h"
 #include "pmtu.h"
 
@@ -18,8 +16,7 @@
 struct decap {
 	const struct endpoint *ep; /* the tunnel the packet belongs to */
 	__u32 strip;               /* outer IPv4 + GRE bytes after the Ethernet header */
-	__u32 inner_len;           /* inner packet length, from its header */
-	__u8 inner_v6;             /* the inner packet is IPv6 (GRE type 0x86dd), not IPv4 */
+	__u32 inner_len;           /* inner IPv4 total length */
 	__u8 outer_ecn;            /* the outer header's ECN field */
 	/* The GRE checksum is to be checked, over gre_len bytes from gre_off
 	 * in the frame (the caller reads them its own way). */
@@ -248,29 +245,17 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	} else if (ep->iseq) {
 		return REASON_SEQ_ORDER;
 	}
-	inner = (void *)gre + glen;
-	if (gre[1] == bpf_htons(ETH_P_IP)) {
-		if (tot < ihl + glen + sizeof(*inner) || (void *)(inner + 1) > data_end)
-			return REASON_TRUNCATED;
-		if (inner->version != 4)
-			return REASON_UNKNOWN_INNER;
-		d->inner_len = bpf_ntohs(inner->tot_len);
-		if (inner->ihl < 5 || d->inner_len < sizeof(*inner))
-			return REASON_TRUNCATED;
-		d->inner_v6 = 0;
-	} else if (gre[1] == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *inner6 = (void *)gre + glen;
-
-		if (tot < ihl + glen + sizeof(*inner6) || (void *)(inner6 + 1) > data_end)
-			return REASON_TRUNCATED;
-		if (inner6->version != 6)
-			return REASON_UNKNOWN_INNER;
-		d->inner_len = ipv6_len(inner6);
-		d->inner_v6 = 1;
-	} else {
+	if (gre[1] != bpf_htons(ETH_P_IP))
 		return REASON_UNKNOWN_INNER;
-	}
-	if (d->inner_len > tot - ihl - glen)
+
+	inner = (void *)gre + glen;
+	if (tot < ihl + glen + sizeof(*inner) || (void *)(inner + 1) > data_end)
+		return REASON_TRUNCATED;
+	if (inner->version != 4)
+		return REASON_UNKNOWN_INNER;
+	d->inner_len = bpf_ntohs(inner->tot_len);
+	if (inner->ihl < 5 || d->inner_len < sizeof(*inner) ||
+	    d->inner_len > tot - ihl - glen)
 		return REASON_TRUNCATED;
 
 	d->ep = ep;
@@ -290,54 +275,17 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 /* RFC 6040 decapsulation, as ip_gre's INET_ECN_decapsulate: outer CE
  * marks an ECN-capable inner packet CE and drops one that is not (it
  * cannot carry the congestion signal); outer ECT(1) turns inner ECT(0)
- * into ECT(1); anything else leaves the inner header alone. Returns the
- * inner packet's new ECN field, or -1: dropped. */
-static __always_inline int ecn_decap(__u8 o, __u8 i)
+ * into ECT(1); anything else leaves the inner header alone. Returns
+ * whether the packet may be delivered. */
+static __always_inline int ecn_decap(__u8 o, struct iphdr *inner)
 {
+	__u8 i = inner->tos & 3;
+
 	if (i == ECN_NOT_ECT)
-		return o == ECN_CE ? -1 : i;
+		return o != ECN_CE;
 	if (o == ECN_CE)
-		return ECN_CE;
-	if (o == ECN_ECT_1 && i == ECN_ECT_0)
-		return ECN_ECT_1;
-	return i;
-}
-
-/* What decap checks and rewrites in a decapsulated inner packet at l3 (d
- * from decap_classify, which has checked its header is there): its source
- * (rp_filter) and its ECN field. */
-static __always_inline enum reason inner_accept(void *ctx, void *l3, void *data_end,
-						const struct decap *d)
-{
-	int ecn;
-
-	if (d->inner_v6) {
-		struct ipv6hdr *ip6 = l3;
-
-		if ((void *)(ip6 + 1) > data_end)
-			return REASON_TRUNCATED;
-		if (!inner_source_ok6(ctx, ip6, d->ep))
-			return REASON_INNER_SOURCE;
-		ecn = ecn_decap(d->outer_ecn, ipv6_ecn(ip6));
-		if (ecn < 0)
-			return REASON_ECN_NOT_ECT;
-		ipv6_set_ecn(ip6, ecn);
-	} else {
-		struct iphdr *ip = l3;
-
-		if ((void *)(ip + 1) > data_end)
-			return REASON_TRUNCATED;
-		if (!inner_source_ok(ctx, ip, d->ep))
-			return REASON_INNER_SOURCE;
-		ecn = ecn_decap(d->outer_ecn, ip->tos & 3);
-		if (ecn < 0)
-			return REASON_ECN_NOT_ECT;
-		/* The kernel's IP_ECN_set_ce and IP_ECN_set_ect1, checksum
-		 * updated as they do it. */
-		if (ecn == ECN_CE)
-			ipv4_set_ce(ip);
-		else if (ecn == ECN_ECT_1)
-			ipv4_set_ect1(ip);
-	}
-	return REASON_NONE;
+		ipv4_set_ce(inner);
+	else if (o == ECN_ECT_1)
+		ipv4_set_ect1(inner);
+	return 1;
 }

@@ -1,5 +1,5 @@
-/* Filling bpf_fib_lookup: for forwarding an IPv4 or IPv6 packet, and for
- * the outer header of a tunnel. */
+/* Filling bpf_fib_lookup: for forwarding an IPv4 packet, and for the outer
+ * header of a tunnel. */
 #pragma once
 
 #include <linux/bpf.h>
@@ -10,18 +10,8 @@
 #include "csum.h"
 #include "eth.h"
 #include "grebpf.h"
-#include "ipv6.h"
 
 #define AF_INET 2
-#define AF_INET6 10
-
-static __always_inline void in6_copy(__u32 *to, const struct in6_addr *from)
-{
-	to[0] = from->in6_u.u6_addr32[0];
-	to[1] = from->in6_u.u6_addr32[1];
-	to[2] = from->in6_u.u6_addr32[2];
-	to[3] = from->in6_u.u6_addr32[3];
-}
 
 /* Where the stack would forward ip, which came in on ifindex. */
 static __always_inline void fib_forward(struct bpf_fib_lookup *fib, const struct iphdr *ip, __u32 ifindex)
@@ -32,19 +22,6 @@ static __always_inline void fib_forward(struct bpf_fib_lookup *fib, const struct
 	fib->tot_len = bpf_ntohs(ip->tot_len);
 	fib->ipv4_src = ip->saddr;
 	fib->ipv4_dst = ip->daddr;
-	fib->ifindex = ifindex;
-}
-
-/* Where the stack would forward ip6, which came in on ifindex. */
-static __always_inline void fib_forward6(struct bpf_fib_lookup *fib, const struct ipv6hdr *ip6,
-					 __u32 ifindex)
-{
-	fib->family = AF_INET6;
-	fib->flowinfo = *(const __be32 *)ip6 & bpf_htonl(IPV6_FLOWINFO_MASK);
-	fib->l4_protocol = ip6->nexthdr;
-	fib->tot_len = ipv6_len(ip6);
-	in6_copy(fib->ipv6_src, &ip6->saddr);
-	in6_copy(fib->ipv6_dst, &ip6->daddr);
 	fib->ifindex = ifindex;
 }
 
@@ -69,20 +46,11 @@ static __always_inline void fib_outer(struct bpf_fib_lookup *fib, const struct t
  * the one forwarding would make for a packet to the source arriving on
  * the tunnel; where the tunnel does not forward there is no such lookup,
  * and the packet can only be for this host: it passes. */
-static __always_inline int rp_verdict(long rc, const struct bpf_fib_lookup *fib,
-				      const struct endpoint *ep)
-{
-	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
-		return 1;
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return 0;
-	return ep->rp_filter == RP_LOOSE || fib->ifindex == ep->ifindex;
-}
-
 static __always_inline int inner_source_ok(void *ctx, const struct iphdr *inner,
 					   const struct endpoint *ep)
 {
 	struct bpf_fib_lookup fib = {};
+	long rc;
 
 	if (ep->rp_filter == RP_OFF)
 		return 1;
@@ -95,26 +63,12 @@ static __always_inline int inner_source_ok(void *ctx, const struct iphdr *inner,
 	/* Any size fits: a tot_len of 0 would have the TC helper check this
 	 * packet's size against the route back (FRAG_NEEDED, not an answer). */
 	fib.tot_len = 1;
-	return rp_verdict(bpf_fib_lookup(ctx, &fib, sizeof(fib), 0), &fib, ep);
-}
-
-/* The same for IPv6, where the kernel has no rp_filter of its own. A
- * link-local source is on the tunnel's link by definition (and the stack
- * never forwards it), so it passes. */
-static __always_inline int inner_source_ok6(void *ctx, const struct ipv6hdr *inner,
-					    const struct endpoint *ep)
-{
-	struct bpf_fib_lookup fib = {};
-
-	if (ep->rp_filter == RP_OFF || ipv6_link_local(&inner->saddr))
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
 		return 1;
-	fib.family = AF_INET6;
-	fib.l4_protocol = inner->nexthdr;
-	in6_copy(fib.ipv6_src, &inner->daddr);
-	in6_copy(fib.ipv6_dst, &inner->saddr);
-	fib.ifindex = ep->ifindex;
-	fib.tot_len = 1;
-	return rp_verdict(bpf_fib_lookup(ctx, &fib, sizeof(fib), 0), &fib, ep);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return 0;
+	return ep->rp_filter == RP_LOOSE || fib.ifindex == ep->ifindex;
 }
 
 /* Sends an IPv4 frame where a successful lookup said: TTL - 1, the next
@@ -123,15 +77,6 @@ static __always_inline long xdp_forward(struct ethhdr *eth, struct iphdr *ip,
 					const struct bpf_fib_lookup *fib)
 {
 	ipv4_dec_ttl(ip);
-	eth_write_macs(eth, fib->dmac, fib->smac);
-	return bpf_redirect(fib->ifindex, 0);
-}
-
-/* The same for IPv6: hop limit - 1. */
-static __always_inline long xdp_forward6(struct ethhdr *eth, struct ipv6hdr *ip6,
-					 const struct bpf_fib_lookup *fib)
-{
-	ip6->hop_limit--;
 	eth_write_macs(eth, fib->dmac, fib->smac);
 	return bpf_redirect(fib->ifindex, 0);
 }

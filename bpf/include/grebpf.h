@@ -63,8 +63,6 @@ struct tunnel {
 	__be32 overlay_local;
 	__be32 overlay_remote;
 	__be32 wan_nexthop; /* outer next hop kept resolved (managed neighbour) */
-	__u8 overlay6_local[16]; /* IPv6 overlay addresses; zero: the tunnel carries IPv4 only */
-	__u8 overlay6_remote[16];
 	char name[TUNNEL_NAME_LEN];
 };
 
@@ -108,7 +106,7 @@ struct seqno {
 };
 
 /* tunnel_stats map value, per CPU, keyed by the tunnel's ifindex. Bytes are inner
- * IPv4 or IPv6 bytes, as an ip_gre netdev counts them. */
+ * IPv4 bytes, as an ip_gre netdev counts them. */
 struct tunnel_counters {
 	__u64 rx_packets;
 	__u64 rx_bytes;
@@ -130,7 +128,7 @@ enum reason {
 	REASON_CSUM_FLAG,      /* drop: GRE checksum on a tunnel without icsum, or none on one with it */
 	REASON_SEQ_ORDER,      /* drop: sequence number missing or out of order on an iseq tunnel */
 	REASON_KEY_MISMATCH,   /* drop: key missing, unexpected or wrong */
-	REASON_UNKNOWN_INNER,  /* drop: inner protocol is not IPv4 or IPv6 */
+	REASON_UNKNOWN_INNER,  /* drop: inner protocol is not IPv4 */
 	REASON_DECAP_FAILED,   /* drop: the kernel refused to strip headers */
 	REASON_NO_TUNNEL,      /* drop: a tunnel device with no tunnel configured */
 	REASON_ENCAP_FAILED,   /* drop: the kernel refused to grow headroom */
@@ -144,7 +142,6 @@ enum reason {
 	REASON_PATH_MTU,       /* pass: ICMP "fragmentation needed" about a tunnel's outer packet: path MTU noted */
 	REASON_FRAG_NEEDED,    /* drop: inner packet with DF over the tunnel's path MTU: ICMP sent to its sender */
 	REASON_GRE_CHECKSUM,   /* drop: GRE checksum wrong (or the packet too long to sum) */
-	REASON_PACKET_TOO_BIG, /* drop: inner IPv6 packet over the tunnel's path MTU: ICMPv6 sent to its sender */
 	REASON_MAX,
 };
 

@@ -4,7 +4,6 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-#include <linux/in6.h>
 #include "grebpf.h"
 
 /* Two entries a tunnel: its interface and the interface's veth peer. */
@@ -85,28 +84,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __be32);
 } iface_addrs SEC(".maps");
-
-/* The IPv6 address ICMPv6 errors leave from, per device: the first global
- * address, as the kernel's source selection picks it for a sender reached
- * through that device. Tunnel interfaces are in it, with their overlay
- * address. Filled by the control plane. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_IFACE_ADDRS);
-	__type(key, __u32);
-	__type(value, struct in6_addr);
-} iface_addrs6 SEC(".maps");
-
-/* Every IPv6 address of the namespace but link-local ones: a sender with
- * one of them is this host, whose ICMPv6 errors go back into the stack.
- * (The FIB cannot say: it answers "not forwarded" alike for a local
- * address and for no route.) Filled by the control plane. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_IFACE_ADDRS);
-	__type(key, struct in6_addr);
-	__type(value, __u8);
-} local_addrs6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -15,16 +15,13 @@
 #include "csum.h"
 #include "scratch.h"
 #include "fib.h"
-#include "ipv6.h"
 #include "maps.h"
 
 /* The namespace's sysctls, set by the loader: net.ipv4.route.min_pmtu,
- * net.ipv4.route.mtu_expires, net.ipv4.ip_default_ttl and
- * net.ipv6.conf.all.hop_limit. */
+ * net.ipv4.route.mtu_expires and net.ipv4.ip_default_ttl. */
 volatile const __u32 pmtu_floor = 552;
 volatile const __u64 pmtu_expires_ns = 600ULL * 1000000000ULL;
 volatile const __u8 icmp_ttl = 64;
-volatile const __u8 icmp6_hop_limit = 64;
 
 /* linux/icmp.h, which cannot be included without libc's socket headers. */
 #define ICMP_DEST_UNREACH 3
@@ -160,21 +157,6 @@ static __always_inline enum reason pmtu_learn_skb(struct __sk_buff *skb, __u32 o
 	return s ? pmtu_note(s, len, to) : REASON_NOT_GRE;
 }
 
-/* Sends the ICMP or ICMPv6 error skb now holds (eth its MAC header) back
- * to the sender: for a sender on this host, into the stack on the tunnel
- * interface (the frame is still addressed to it); otherwise where the
- * route back leads (rc and fib, the lookup's answer). */
-static __always_inline int icmp_send_back(struct __sk_buff *skb, const struct tunnel *t, int local,
-					  long rc, const struct bpf_fib_lookup *fib, struct ethhdr *eth)
-{
-	if (local)
-		return bpf_redirect(t->ifindex, BPF_F_INGRESS);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
-	eth_write_macs(eth, fib->dmac, fib->smac);
-	return bpf_redirect(fib->ifindex, 0);
-}
-
 /* Turns skb, an inner IPv4 packet of inner_len bytes behind an Ethernet
  * header that the tunnel cannot carry (the tunnel MTU is mtu), into the
  * "fragmentation needed" icmp_send would send its sender, and sends it:
@@ -264,125 +246,11 @@ static __always_inline int send_frag_needed(struct __sk_buff *skb, const struct 
 	ip->daddr = orig.saddr;
 	ip->check = ipv4_csum(ip);
 
-	return icmp_send_back(skb, t, local, rc, &fib, eth);
-}
-
-#define ICMPV6_PKT_TOOBIG 2
-
-/* icmp6_send quotes as much as keeps the error within the minimum MTU. */
-#define ICMP6_QUOTE_MAX (IPV6_MIN_MTU - sizeof(struct ipv6hdr) - sizeof(struct icmp6_too_big))
-
-/* An ICMPv6 "packet too big" behind the pseudo-header its checksum covers
- * (RFC 8200 8.1), as it is summed. */
-struct icmp6_too_big {
-	__u8 type;
-	__u8 code;
-	__sum16 checksum;
-	__be32 mtu;
-};
-
-struct icmp6_head {
-	struct in6_addr src, dst;
-	__be32 len;
-	__be32 nexthdr;
-	struct icmp6_too_big icmp;
-};
-
-/* Whether icmp6_send would answer the inner packet ip6: a sender that is
- * one host, and not about an ICMPv6 error (a "packet too big" about a
- * multicast destination is allowed, RFC 4443 2.4). Only an ICMPv6 header
- * straight after the fixed header is recognised. */
-static __always_inline int icmp6_may_answer(struct __sk_buff *skb, const struct ipv6hdr *ip6)
-{
-	__u8 type;
-
-	if (!ipv6_unicast_source(&ip6->saddr))
-		return 0;
-	if (ip6->nexthdr != IPPROTO_ICMPV6)
-		return 1;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(*ip6), &type, 1))
-		return 0;
-	return type >= 128;
-}
-
-/* send_frag_needed for an inner IPv6 packet: turns skb into the "packet
- * too big" icmp6_send would send its sender, with the tunnel MTU, and
- * sends it the same ways. Its source is the address of the device the
- * route back leaves through (iface_addrs6), or for a sender on this host
- * the sender's own address; hop limit the namespace's,
- * traffic class 0, flow label from the packet's flow hash (the kernel
- * labels it from a hash of its own). */
-static __always_inline int send_pkt_too_big(struct __sk_buff *skb, const struct tunnel *t,
-					    __u32 inner_len, __u32 mtu)
-{
-	struct bpf_fib_lookup fib = {};
-	struct icmp6_head h = {};
-	struct ipv6hdr orig, *ip6;
-	struct in6_addr *src;
-	struct ethhdr *eth;
-	struct scratch *s;
-	__u32 zero = 0, q = inner_len, out, seed;
-	int local = 0;
-	long rc = 0;
-
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &orig, sizeof(orig)))
-		return TC_ACT_SHOT;
-	s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
-		return TC_ACT_SHOT;
-	if (q > ICMP6_QUOTE_MAX)
-		q = ICMP6_QUOTE_MAX;
-	if (q < sizeof(orig))
-		return TC_ACT_SHOT;
-
-	/* A sender on this host: one of its addresses, or link-local
-	 * (nothing forwards from one). */
-	if (ipv6_link_local(&orig.saddr) || bpf_map_lookup_elem(&local_addrs6, &orig.saddr)) {
-		local = 1;
-		h.src = orig.saddr;
-	} else {
-		fib.family = AF_INET6;
-		in6_copy(fib.ipv6_src, &orig.daddr);
-		in6_copy(fib.ipv6_dst, &orig.saddr);
-		fib.l4_protocol = IPPROTO_ICMPV6;
-		fib.tot_len = sizeof(orig) + sizeof(h.icmp) + q;
-		fib.ifindex = t->ifindex;
-		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-			return TC_ACT_SHOT; /* no route back: icmp6_send sends nothing either */
-		out = fib.ifindex;
-		src = bpf_map_lookup_elem(&iface_addrs6, &out);
-		if (!src)
-			return TC_ACT_SHOT;
-		h.src = *src;
-	}
-	h.dst = orig.saddr;
-	h.len = bpf_htonl(sizeof(h.icmp) + q);
-	h.nexthdr = bpf_htonl(IPPROTO_ICMPV6);
-	h.icmp.type = ICMPV6_PKT_TOOBIG;
-	h.icmp.mtu = bpf_htonl(mtu);
-
-	/* The quote in the scratch buffer, summed after the headers. */
-	q = bounded(q, SCRATCH_LEN - 1);
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, s->buf, q))
-		return TC_ACT_SHOT;
-	seed = bpf_csum_diff(NULL, 0, (void *)&h, sizeof(h), 0);
-	h.icmp.checksum = scratch_csum_after(s, q, seed);
-
-	if (bpf_skb_change_tail(skb, ETH_HLEN + q, 0) ||
-	    bpf_skb_adjust_room(skb, sizeof(*ip6) + sizeof(h.icmp), BPF_ADJ_ROOM_MAC, 0) ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(*ip6), &h.icmp, sizeof(h.icmp), 0))
-		return TC_ACT_SHOT;
-	eth = (void *)(long)skb->data;
-	ip6 = (void *)(eth + 1);
-	if ((void *)(ip6 + 1) > (void *)(long)skb->data_end)
-		return TC_ACT_SHOT;
-	*(__be32 *)ip6 = bpf_htonl(6 << 28 | (bpf_get_hash_recalc(skb) & 0xfffff));
-	ip6->payload_len = bpf_htons(sizeof(h.icmp) + q);
-	ip6->nexthdr = IPPROTO_ICMPV6;
-	ip6->hop_limit = icmp6_hop_limit;
-	ip6->saddr = h.src;
-	ip6->daddr = h.dst;
-
-	return icmp_send_back(skb, t, local, rc, &fib, eth);
+	if (local)
+		/* The frame is still addressed to the tunnel interface. */
+		return bpf_redirect(t->ifindex, BPF_F_INGRESS);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	eth_write_macs(eth, fib.dmac, fib.smac);
+	return bpf_redirect(fib.ifindex, 0);
 }

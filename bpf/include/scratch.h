@@ -25,15 +25,13 @@
 #define bounded(len, m) (masked((len) - 1, m) + 1)
 
 /* The folded ones' complement checksum of the first len bytes of s (at
- * most SCRATCH_LEN - 4) added to seed, the unfolded sum of what comes
- * before them (a pseudo-header, say; it must end on a 4-byte boundary):
- * 0 over a message whose checksum is right. The bytes after len are
- * zeroed to the next multiple of 4 (bpf_csum_diff sums words, at most 512
- * bytes a call). */
-static __always_inline __u16 scratch_csum_after(struct scratch *s, __u32 len, __u32 seed)
+ * most SCRATCH_LEN - 4): 0 over a message whose checksum is right. The
+ * bytes after len are zeroed to the next multiple of 4 (bpf_csum_diff
+ * sums words, at most 512 bytes a call). */
+static __always_inline __u16 scratch_csum(struct scratch *s, __u32 len)
 {
 	__u32 n = (len + 3) & ~3U;
-	__s64 sum = seed;
+	__s64 sum = 0;
 
 	s->buf[masked(len, SCRATCH_LEN - 1)] = 0;
 	s->buf[masked(len + 1, SCRATCH_LEN - 1)] = 0;
@@ -52,11 +50,6 @@ static __always_inline __u16 scratch_csum_after(struct scratch *s, __u32 len, __
 			return 1; /* never a valid sum of a zeroed checksum field */
 	}
 	return csum_fold((__u32)sum);
-}
-
-static __always_inline __u16 scratch_csum(struct scratch *s, __u32 len)
-{
-	return scratch_csum_after(s, len, 0);
 }
 
 /* The scratch buffer holding len bytes (1 to SCRATCH_LEN - 4) of the

@@ -54,9 +54,7 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	fs.StringVar(&t.RPFilter, "rp-filter", "", "inner source check on decapsulated packets: strict, loose or off (default strict)")
 	fs.StringVar(&t.Overlay, "overlay", "", "this side's tunnel address")
 	fs.StringVar(&t.Peer, "peer", "", "the other side's tunnel address")
-	fs.StringVar(&t.Overlay6, "overlay6", "", "this side's IPv6 tunnel address, for a tunnel that carries IPv6 too")
-	fs.StringVar(&t.Peer6, "peer6", "", "the other side's IPv6 tunnel address")
-	fs.Var(&routes, "route", "inner prefix to send through the tunnel, IPv4 or (with --overlay6) IPv6 (repeatable)")
+	fs.Var(&routes, "route", "inner prefix to send through the tunnel (repeatable)")
 	fs.DurationVar(&loader.LockWait, "wait", loader.LockWait, "how long to wait while another grebpf attaches or detaches in the namespace")
 	fs.Var(&fastpath, "fastpath", "LAN device to put the XDP fast path on (repeatable); decap then runs in XDP and forwards too")
 	if err := parse(fs, args); err != nil {
@@ -67,8 +65,7 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	tunnelFlags := false
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
-		case "name", "local", "remote", "key", "ikey", "okey", "ttl", "tos", "overlay", "peer", "overlay6", "peer6", "route", "rp-filter",
-			"pmtudisc", "seq", "iseq", "oseq", "csum", "icsum", "ocsum":
+		case "name", "local", "remote", "key", "ttl", "tos", "overlay", "peer", "route", "rp-filter":
 			tunnelFlags = true
 		}
 	})

@@ -11,7 +11,7 @@ import (
 )
 
 func runBench(g *globals, args []string) error {
-	fs := newFlags(g, "bench", "bench [--rounds 3] [--duration 5s] [--flows 1024] [--tcp 3s] [--routes N] [--rp-filter strict|loose|off] [--mode NAME,…] [--inner ipv4|ipv6] [--prog-stats] [--json]")
+	fs := newFlags(g, "bench", "bench [--rounds 3] [--duration 5s] [--flows 1024] [--tcp 3s] [--routes N] [--rp-filter strict|loose|off] [--mode NAME,…] [--prog-stats] [--json]")
 	var o bench.Options
 	fs.IntVar(&o.Rounds, "rounds", 3, "measure each mode this many times, modes taking turns, and report medians")
 	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "generator time per mode and round")
@@ -21,17 +21,9 @@ func runBench(g *globals, args []string) error {
 	fs.StringVar(&o.RPFilter, "rp-filter", "", "the tunnels' inner source check (grebpf's, ip_gre's rp_filter): strict (default), loose or off")
 	fs.BoolVar(&o.ProgStats, "prog-stats", false, "report each BPF program's cost per run (kernel run-time statistics; lowers pps)")
 	only := fs.String("mode", "", "only these modes, comma-separated: generator, routing, xdp-forward, grebpf-tc-xdp, grebpf-tc-tc, grebpf-tc-egress, grebpf-fastpath, ip_gre")
-	inner := fs.String("inner", "ipv4", "what the generator and iperf3 send through the tunnels: ipv4 or ipv6 (over the lab's IPv4 WAN)")
 	asJSON := fs.Bool("json", false, "print JSON for scripts")
 	if err := parse(fs, args); err != nil {
 		return err
-	}
-	switch *inner {
-	case "ipv4":
-	case "ipv6":
-		o.IPv6 = true
-	default:
-		return fmt.Errorf("inner %q: use ipv4 or ipv6", *inner)
 	}
 	if o.Rounds < 1 {
 		return fmt.Errorf("rounds %d: use 1 or more", o.Rounds)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 	"text/tabwriter"
 
@@ -26,11 +25,7 @@ type showTunnel struct {
 	TOS     string  `json:"tos"`
 	Overlay string  `json:"overlay"`
 	Peer    string  `json:"peer"`
-	// Overlay6 and Peer6 are the IPv6 overlay addresses; empty when the
-	// tunnel carries IPv4 only.
-	Overlay6 string `json:"overlay6"`
-	Peer6    string `json:"peer6"`
-	MTU      uint16 `json:"mtu"`
+	MTU     uint16  `json:"mtu"`
 	// RPFilter is the inner source check on what the tunnel receives.
 	RPFilter string `json:"rp_filter"`
 	// PMTUDisc is on (outer DF always set) or off (copied from the inner).
@@ -133,7 +128,7 @@ func runShow(g *globals, args []string) error {
 			key = t.OKey
 		}
 		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), key, t.IKey, t.OKey,
-			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), addrString(t.Overlay6Local), addrString(t.Overlay6Remote), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], t.ISeq, t.OSeq, t.ICsum, t.OCsum, pathMTUOf(t)})
+			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], t.ISeq, t.OSeq, t.ICsum, t.OCsum, pathMTUOf(t)})
 	}
 	for _, r := range st.Routes {
 		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), r.Tunnel})
@@ -178,11 +173,7 @@ func runShow(g *globals, args []string) error {
 		case t.IKey != nil || t.OKey != nil:
 			key = "in " + keyName(t.IKey) + ", out " + keyName(t.OKey)
 		}
-		overlay, peer := t.Overlay, t.Peer
-		if t.Overlay6 != "" {
-			overlay, peer = overlay+","+t.Overlay6, peer+","+t.Peer6
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, overlay, peer, t.MTU, t.RPFilter, t.pathMTU)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, t.Overlay, t.Peer, t.MTU, t.RPFilter, t.pathMTU)
 	}
 	w.Flush()
 	fmt.Fprintln(g.out)
@@ -192,14 +183,6 @@ func runShow(g *globals, args []string) error {
 		fmt.Fprintf(w, "%s\t%s\n", r.Prefix, r.Tunnel)
 	}
 	return w.Flush()
-}
-
-// addrString is "" for no address.
-func addrString(a netip.Addr) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
 }
 
 func keyName(k *uint32) string {

@@ -61,10 +61,6 @@ type Options struct {
 	// generator runs and reports what each program cost per run. The two
 	// clock reads per run that costs lower every mode's pps.
 	ProgStats bool
-	// IPv6 generates UDP over IPv6 (and runs iperf3 over IPv6) through
-	// the tunnels, over the lab's IPv4 WAN; the modes without a tunnel
-	// have no path then.
-	IPv6 bool
 }
 
 // ProgCost is one program's share of a measurement: every instance of it
@@ -115,15 +111,9 @@ func modes(o Options) []mode {
 			return nil, nil
 		}},
 		{"routing", "kernel routing, no tunnel: the WAN routes the LAN prefixes", toLAN2, func(p *progs) (func(), error) {
-			if o.IPv6 {
-				return nil, errNoIPv6WAN
-			}
 			return nil, lab.Default.RouteLANsOnWAN()
 		}},
 		{"xdp-forward", "XDP forwarding, no tunnel: the ceiling", toLAN2, func(p *progs) (func(), error) {
-			if o.IPv6 {
-				return nil, errNoIPv6WAN
-			}
 			if err := lab.Default.RouteLANsOnWAN(); err != nil {
 				return nil, err
 			}
@@ -146,9 +136,6 @@ func modes(o Options) []mode {
 }
 
 var errUnavailable = errors.New("not on this kernel")
-
-// errNoIPv6WAN: without a tunnel, IPv6 has no way across the lab's WAN.
-var errNoIPv6WAN = errors.New("the lab's WAN carries no IPv6 without a tunnel")
 
 func grebpfMode(o Options, args ...string) func(p *progs) (func(), error) {
 	return func(p *progs) (func(), error) {
@@ -232,7 +219,7 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 			}
 			progress(fmt.Sprintf("round %d/%d, %s: %s", round, max(o.Rounds, 1), m.name, m.about))
 			r, err := p.measure(m, o)
-			if errors.Is(err, errUnavailable) || errors.Is(err, errNoIPv6WAN) {
+			if errors.Is(err, errUnavailable) {
 				r = Result{Mode: m.name, Unavailable: err.Error()}
 			} else if err != nil {
 				return nil, fmt.Errorf("%s: %w", m.name, err)
@@ -324,7 +311,7 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 		return r, err
 	}
 	defer cleanupSink()
-	if err := warmUp(o.IPv6); err != nil {
+	if err := warmUp(); err != nil {
 		return r, err
 	}
 
@@ -343,7 +330,7 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 			return r, err
 		}
 	}
-	gen, elapsed, err := p.generate(o.Duration, o.IPv6)
+	gen, elapsed, err := p.generate(o.Duration)
 	if err != nil {
 		return r, err
 	}
@@ -376,7 +363,7 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 		if !xdpRouters {
 			cleanupWAN()
 		}
-		if r.TCPGbps, err = iperf(o.TCP, o.IPv6); err != nil {
+		if r.TCPGbps, err = iperf(o.TCP); err != nil {
 			return r, err
 		}
 	}
@@ -438,25 +425,13 @@ func programCosts(before, after map[string]progRun) []ProgCost {
 	return out
 }
 
-// The lab addresses traffic goes between, over IPv4 and IPv6.
-var (
-	lan1, lan2       = lab.Site(1), lab.Site(2)
-	from4, to4       = lan1.HostAddr(), lan2.HostAddr()
-	from6, to6       = lan1.HostAddr6(), lan2.HostAddr6()
-	router4, router6 = lan1.RouterLAN(), lan1.RouterLAN6()
-)
-
 // warmUp resolves every neighbour on the path, so that the first measured
-// frames do not wait for ARP or neighbour discovery.
-func warmUp(v6 bool) error {
-	to, router := to4, router4
-	if v6 {
-		to, router = to6, router6
-	}
-	out, err := exec.Command("ip", "netns", "exec", "lan1", "ping", "-c", "3", "-i", "0.2", "-W", "1", to.String()).CombinedOutput()
+// frames do not wait for ARP.
+func warmUp() error {
+	out, err := exec.Command("ip", "netns", "exec", "lan1", "ping", "-c", "3", "-i", "0.2", "-W", "1", "172.16.200.1").CombinedOutput()
 	if err != nil && !bytes.Contains(out, []byte(" 0% packet loss")) {
-		// The generator mode has no path to lan2: only lan1's neighbours matter.
-		exec.Command("ip", "netns", "exec", "lan1", "ping", "-c", "1", "-W", "1", router.String()).Run()
+		// The generator mode has no path to lan2: only ARP on lan1 matters.
+		exec.Command("ip", "netns", "exec", "lan1", "ping", "-c", "1", "-W", "1", "172.16.100.254").Run()
 	}
 	return nil
 }
@@ -477,28 +452,16 @@ func total(m *ebpf.Map) (uint64, error) {
 	return n, nil
 }
 
-// frame is the generated packet: 64 bytes, lan1 → lan2:Port, UDP over
-// IPv4 or (v6) IPv6, from source port 1024 (the generator changes it and
-// the checksum).
-func frame(dst, src net.HardwareAddr, v6 bool) ([]byte, error) {
+// frame is the generated packet: 64 bytes, lan1 → lan2:Port.
+func frame(dst, src net.HardwareAddr) ([]byte, error) {
 	eth := &layers.Ethernet{DstMAC: dst, SrcMAC: src, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP,
+		SrcIP: net.IPv4(172, 16, 100, 1).To4(), DstIP: net.IPv4(172, 16, 200, 1).To4()}
 	udp := &layers.UDP{SrcPort: 1024, DstPort: Port}
-	var ip gopacket.SerializableLayer
-	hdrs := 14 + 20 + 8
-	if v6 {
-		hdrs = 14 + 40 + 8
-		eth.EthernetType = layers.EthernetTypeIPv6
-		ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: from6.AsSlice(), DstIP: to6.AsSlice()}
-		udp.SetNetworkLayerForChecksum(ip6)
-		ip = ip6
-	} else {
-		ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: from4.AsSlice(), DstIP: to4.AsSlice()}
-		udp.SetNetworkLayerForChecksum(ip4)
-		ip = ip4
-	}
+	udp.SetNetworkLayerForChecksum(ip)
 	buf := gopacket.NewSerializeBuffer()
 	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip, udp, gopacket.Payload(make([]byte, 64-hdrs)))
+		eth, ip, udp, gopacket.Payload(make([]byte, 64-14-20-8)))
 	return buf.Bytes(), err
 }
 
@@ -508,7 +471,7 @@ type xdpMD struct {
 }
 
 // generate transmits frames out of lan1's eth0 for d and returns how many.
-func (p *progs) generate(d time.Duration, v6 bool) (uint64, time.Duration, error) {
+func (p *progs) generate(d time.Duration) (uint64, time.Duration, error) {
 	var (
 		sent    uint64
 		elapsed time.Duration
@@ -528,7 +491,7 @@ func (p *progs) generate(d time.Duration, v6 bool) (uint64, time.Duration, error
 		}); err != nil {
 			return err
 		}
-		data, err := frame(peerMAC, eth0.Attrs().HardwareAddr, v6)
+		data, err := frame(peerMAC, eth0.Attrs().HardwareAddr)
 		if err != nil {
 			return err
 		}
@@ -558,13 +521,8 @@ func (p *progs) generate(d time.Duration, v6 bool) (uint64, time.Duration, error
 	return sent, elapsed, err
 }
 
-// iperf runs iperf3 TCP lan1 → lan2 (over IPv6 with v6) and returns
-// Gbit/s received.
-func iperf(d time.Duration, v6 bool) (float64, error) {
-	to := to4
-	if v6 {
-		to = to6
-	}
+// iperf runs iperf3 TCP lan1 → lan2 and returns Gbit/s received.
+func iperf(d time.Duration) (float64, error) {
 	server := exec.Command("ip", "netns", "exec", "lan2", "iperf3", "-s", "-1")
 	if err := server.Start(); err != nil {
 		return 0, err
@@ -582,7 +540,7 @@ func iperf(d time.Duration, v6 bool) (float64, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	out, err := exec.Command("ip", "netns", "exec", "lan1", "iperf3", "-c", to.String(), "-J",
+	out, err := exec.Command("ip", "netns", "exec", "lan1", "iperf3", "-c", "172.16.200.1", "-J",
 		"-t", strconv.Itoa(int(d.Seconds()))).Output()
 	if err != nil {
 		return 0, fmt.Errorf("iperf3: %v: %.300s", err, out)

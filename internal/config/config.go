@@ -85,14 +85,9 @@ type Tunnel struct {
 	// TOS is "inherit" (the default) or a fixed value 0..255.
 	TOS string `yaml:"tos,omitempty"`
 	// Overlay is this side's tunnel address, Peer the other side's.
-	Overlay string `yaml:"overlay,omitempty"`
-	Peer    string `yaml:"peer,omitempty"`
-	// Overlay6 and Peer6 are the same in IPv6, for a tunnel that carries
-	// IPv6 too: both or neither.
-	Overlay6 string `yaml:"overlay6,omitempty"`
-	Peer6    string `yaml:"peer6,omitempty"`
-	// Routes are IPv4 prefixes, and IPv6 ones on a tunnel with overlay6.
-	Routes []string `yaml:"routes,omitempty"`
+	Overlay string   `yaml:"overlay,omitempty"`
+	Peer    string   `yaml:"peer,omitempty"`
+	Routes  []string `yaml:"routes,omitempty"`
 	// RPFilter checks decapsulated packets' sources: strict (the default),
 	// loose or off.
 	RPFilter string `yaml:"rp_filter,omitempty"`
@@ -293,24 +288,6 @@ func (t Tunnel) plan(pos int, wanMTU int) (tunnel.Tunnel, []tunnel.Route, error)
 	if mt.Local == mt.Remote || mt.OverlayLocal == mt.OverlayRemote {
 		return mt, nil, fmt.Errorf("tunnel %s: both ends have the same address: check local/remote and overlay/peer", mt.Name)
 	}
-	if (t.Overlay6 == "") != (t.Peer6 == "") {
-		return mt, nil, fmt.Errorf("tunnel %s: give both overlay6 and peer6 (this side's and the peer's IPv6 tunnel addresses), or neither", mt.Name)
-	}
-	if t.Overlay6 != "" {
-		for _, f := range []struct {
-			field, val string
-			dst        *netip.Addr
-		}{{"overlay6", t.Overlay6, &mt.Overlay6Local}, {"peer6", t.Peer6, &mt.Overlay6Remote}} {
-			a, err := netip.ParseAddr(f.val)
-			if err != nil || !a.Is6() || a.Is4In6() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsUnspecified() || a.IsLoopback() {
-				return mt, nil, fmt.Errorf("tunnel %s: %s %q is not a global or unique-local IPv6 address (e.g. fd00:1::1)", mt.Name, f.field, f.val)
-			}
-			*f.dst = a
-		}
-		if mt.Overlay6Local == mt.Overlay6Remote {
-			return mt, nil, fmt.Errorf("tunnel %s: both ends have the same address: check overlay6/peer6", mt.Name)
-		}
-	}
 	ikey, okey := t.IKey, t.OKey
 	if t.Key != "" {
 		if ikey != "" || okey != "" {
@@ -385,11 +362,8 @@ func (t Tunnel) plan(pos int, wanMTU int) (tunnel.Tunnel, []tunnel.Route, error)
 	var routes []tunnel.Route
 	for _, s := range t.Routes {
 		pfx, err := netip.ParsePrefix(s)
-		if err != nil || pfx.Addr().Is4In6() || pfx.Addr().Zone() != "" {
-			return mt, nil, fmt.Errorf("tunnel %s: route %q is not an IPv4 or IPv6 prefix (e.g. 172.16.200.0/24, 2001:db8:200::/64)", mt.Name, s)
-		}
-		if pfx.Addr().Is6() && !mt.CarriesIPv6() {
-			return mt, nil, fmt.Errorf("tunnel %s: route %s is IPv6: give the tunnel IPv6 addresses too (--overlay6, --peer6)", mt.Name, pfx)
+		if err != nil || !pfx.Addr().Is4() {
+			return mt, nil, fmt.Errorf("tunnel %s: route %q is not an IPv4 prefix (e.g. 172.16.200.0/24)", mt.Name, s)
 		}
 		if pfx != pfx.Masked() {
 			return mt, nil, fmt.Errorf("tunnel %s: route %s has host bits set: did you mean %s?", mt.Name, pfx, pfx.Masked())

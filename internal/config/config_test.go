@@ -51,27 +51,6 @@ func TestValidateKeyedMTU(t *testing.T) {
 	}
 }
 
-func TestValidateDualStack(t *testing.T) {
-	r := r1()
-	r.Tunnels[0].Overlay6, r.Tunnels[0].Peer6 = "fd00:1::1", "fd00:1::2"
-	r.Tunnels[0].Routes = append(r.Tunnels[0].Routes, "2001:db8:200::/64")
-	p, err := r.Validate(1500)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tun := p.Tunnels[0]
-	if !tun.CarriesIPv6() || tun.Overlay6Local != netip.MustParseAddr("fd00:1::1") || tun.Overlay6Remote != netip.MustParseAddr("fd00:1::2") {
-		t.Errorf("tunnel %+v, want IPv6 overlay fd00:1::1 peer fd00:1::2", tun)
-	}
-	want := []tunnel.Route{{Prefix: netip.MustParsePrefix("172.16.200.0/24"), Tunnel: "gre1"}, {Prefix: netip.MustParsePrefix("2001:db8:200::/64"), Tunnel: "gre1"}}
-	if len(p.Routes) != 2 || p.Routes[0] != want[0] || p.Routes[1] != want[1] {
-		t.Errorf("routes %v, want %v", p.Routes, want)
-	}
-	if r1v4, _ := r1().Validate(1500); r1v4.Tunnels[0].CarriesIPv6() {
-		t.Errorf("a tunnel without overlay6 carries IPv6")
-	}
-}
-
 func TestValidateErrors(t *testing.T) {
 	cases := []struct {
 		name string
@@ -85,20 +64,7 @@ func TestValidateErrors(t *testing.T) {
 		{"bad local", func(r *Router) { r.Tunnels[0].Local = "10.100.0" }, `local "10.100.0" is not an IPv4 address`},
 		{"ipv6 remote", func(r *Router) { r.Tunnels[0].Remote = "2001:db8::1" }, "not an IPv4 address"},
 		{"missing peer", func(r *Router) { r.Tunnels[0].Peer = "" }, "missing peer address"},
-		{"bad prefix", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.0/33"} }, "is not an IPv4 or IPv6 prefix"},
-		{"ipv6 route without ipv6 overlay", func(r *Router) { r.Tunnels[0].Routes = []string{"2001:db8:200::/64"} }, "route 2001:db8:200::/64 is IPv6: give the tunnel IPv6 addresses too (--overlay6, --peer6)"},
-		{"overlay6 without peer6", func(r *Router) { r.Tunnels[0].Overlay6 = "fd00:1::1" }, "give both overlay6 and peer6"},
-		{"link-local overlay6", func(r *Router) { r.Tunnels[0].Overlay6, r.Tunnels[0].Peer6 = "fe80::1", "fd00:1::2" }, `overlay6 "fe80::1" is not a global or unique-local IPv6 address`},
-		{"ipv4 peer6", func(r *Router) { r.Tunnels[0].Overlay6, r.Tunnels[0].Peer6 = "fd00:1::1", "192.168.1.2" }, `peer6 "192.168.1.2" is not a global or unique-local IPv6 address`},
-		{"same overlay6 ends", func(r *Router) { r.Tunnels[0].Overlay6, r.Tunnels[0].Peer6 = "fd00:1::1", "fd00:1::1" }, "check overlay6/peer6"},
-		{"ipv6 host bits", func(r *Router) {
-			r.Tunnels[0].Overlay6, r.Tunnels[0].Peer6 = "fd00:1::1", "fd00:1::2"
-			r.Tunnels[0].Routes = []string{"2001:db8:200::1/64"}
-		}, "did you mean 2001:db8:200::/64"},
-		{"overlapping ipv6 routes", func(r *Router) {
-			r.Tunnels[0].Overlay6, r.Tunnels[0].Peer6 = "fd00:1::1", "fd00:1::2"
-			r.Tunnels[0].Routes = []string{"2001:db8::/32", "2001:db8:200::/64"}
-		}, "2001:db8::/32 overlaps route 2001:db8:200::/64"},
+		{"bad prefix", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.0/33"} }, "is not an IPv4 prefix"},
 		{"host bits", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.200.1/24"} }, "did you mean 172.16.200.0/24"},
 		{"overlapping routes", func(r *Router) { r.Tunnels[0].Routes = []string{"172.16.0.0/16", "172.16.200.0/24"} }, "172.16.0.0/16 overlaps route 172.16.200.0/24"},
 		{"bad rp-filter", func(r *Router) { r.Tunnels[0].RPFilter = "on" }, `rp-filter "on": use strict, loose or off`},

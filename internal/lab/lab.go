@@ -91,23 +91,6 @@ func (s Site) LAN() netip.Prefix {
 func (s Site) HostAddr() netip.Addr  { return netip.AddrFrom4([4]byte{172, 16, s.octet(), 1}) }
 func (s Site) RouterLAN() netip.Addr { return netip.AddrFrom4([4]byte{172, 16, s.octet(), 254}) }
 
-// LAN6 is the site's IPv6 LAN prefix: 2001:db8:100::/64 for site 1, the
-// IPv4 LAN's third octet written as the third group.
-func (s Site) LAN6() netip.Prefix {
-	return netip.MustParsePrefix(fmt.Sprintf("2001:db8:%d::/64", s.octet()))
-}
-
-// HostAddr6 and RouterLAN6 are the host's and the router's IPv6 LAN
-// addresses (::1 and ::254).
-func (s Site) HostAddr6() netip.Addr  { return s.lan6(1) }
-func (s Site) RouterLAN6() netip.Addr { return s.lan6(0x254) }
-
-func (s Site) lan6(low uint16) netip.Addr {
-	b := s.LAN6().Addr().As16()
-	b[14], b[15] = byte(low>>8), byte(low)
-	return netip.AddrFrom16(b)
-}
-
 // WANAddr is the router's WAN address; WANGateway the WAN router's.
 func (s Site) WANAddr() netip.Addr    { return netip.AddrFrom4([4]byte{10, s.octet(), 0, 1}) }
 func (s Site) WANGateway() netip.Addr { return netip.AddrFrom4([4]byte{10, s.octet(), 0, 254}) }
@@ -138,16 +121,6 @@ func (k Link) Overlay(s Site) netip.Addr {
 		end = 2
 	}
 	return netip.AddrFrom4([4]byte{192, 168, byte(k.N), end})
-}
-
-// Overlay6 is site s's IPv6 tunnel address on this link: fd00:N::1 on A,
-// fd00:N::2 on B.
-func (k Link) Overlay6(s Site) netip.Addr {
-	end := "1"
-	if s == k.B {
-		end = "2"
-	}
-	return netip.MustParseAddr(fmt.Sprintf("fd00:%x::%s", k.N, end))
 }
 
 // Links lists the tunnels. Pairs are numbered in the mesh's order (1-2,
@@ -181,11 +154,10 @@ func (l Lab) Router(s Site) config.Router {
 		if far == s {
 			far = k.B
 		}
-		var routes, routes6 []string
+		var routes []string
 		for _, o := range l.SiteList() {
 			if o == far || (l.Topology == TopologyHub && s != 1 && o != s) {
 				routes = append(routes, o.LAN().String())
-				routes6 = append(routes6, o.LAN6().String())
 			}
 		}
 		// A spoke also routes the other spokes' overlay addresses to the
@@ -195,15 +167,12 @@ func (l Lab) Router(s Site) config.Router {
 			for _, o := range l.Links() {
 				if o.B != s {
 					routes = append(routes, netip.PrefixFrom(o.Overlay(o.B), 32).String())
-					routes6 = append(routes6, netip.PrefixFrom(o.Overlay6(o.B), 128).String())
 				}
 			}
 		}
 		r.Tunnels = append(r.Tunnels, config.Tunnel{Name: k.Name(),
 			Local: s.WANAddr().String(), Remote: far.WANAddr().String(),
-			Overlay: k.Overlay(s).String(), Peer: k.Overlay(far).String(),
-			Overlay6: k.Overlay6(s).String(), Peer6: k.Overlay6(far).String(),
-			Routes: append(routes, routes6...)})
+			Overlay: k.Overlay(s).String(), Peer: k.Overlay(far).String(), Routes: routes})
 	}
 	return r
 }
@@ -241,8 +210,7 @@ func (l Lab) String() string {
 
 // topology is the lab without a tunnel, as ip(8) commands. The WAN router
 // blackholes private space, so nothing crosses it unencapsulated:
-// traceroute shows * * * there. The WAN is IPv4; the LANs' IPv6 has no
-// way across but the tunnels.
+// traceroute shows * * * there.
 func (l Lab) topology() [][]string {
 	cmds := [][]string{{"-n", "wan", "link", "set", "lo", "up"}}
 	for _, s := range l.SiteList() {
@@ -259,10 +227,6 @@ func (l Lab) topology() [][]string {
 			[]string{"-n", r, "link", "set", w, "up"}, []string{"-n", "wan", "link", "set", r, "up"},
 			[]string{"-n", h, "route", "add", "default", "via", s.RouterLAN().String()},
 			[]string{"-n", r, "route", "add", "default", "via", s.WANGateway().String()},
-			// The LANs are dual-stack.
-			[]string{"-n", h, "addr", "add", s.HostAddr6().String() + "/64", "dev", "eth0"},
-			[]string{"-n", r, "addr", "add", s.RouterLAN6().String() + "/64", "dev", h},
-			[]string{"-n", h, "-6", "route", "add", "default", "via", s.RouterLAN6().String()},
 		)
 	}
 	return append(cmds,
@@ -330,12 +294,6 @@ func (l Lab) Up(tunnel string, fastPath bool) (err error) {
 		if err := ip("netns", "add", ns); err != nil {
 			return err
 		}
-		// No duplicate address detection on the devices to come: the lab
-		// has no one to collide with, and a link-local address still
-		// tentative holds up the first IPv6 packets for a second or two.
-		if err := inNS(ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"); err != nil {
-			return err
-		}
 	}
 	for _, args := range l.topology() {
 		if err := ip(args...); err != nil {
@@ -346,7 +304,7 @@ func (l Lab) Up(tunnel string, fastPath bool) (err error) {
 		if strings.HasPrefix(ns, "lan") {
 			continue
 		}
-		if err := inNS(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"); err != nil {
+		if err := inNS(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
 			return err
 		}
 	}

@@ -139,19 +139,15 @@ func appendRouteMsg(buf []byte, typ, flags uint16, seq uint32, r *netlink.Route)
 	buf = binary.NativeEndian.AppendUint16(buf, flags)
 	buf = binary.NativeEndian.AppendUint32(buf, seq)
 	buf = binary.NativeEndian.AppendUint32(buf, 0) // port id: the kernel's
-	family, addr := uint8(unix.AF_INET), to4
-	if r.Dst.IP.To4() == nil {
-		family, addr = unix.AF_INET6, to16
-	}
-	buf = append(buf, family, uint8(ones), 0, 0, table, uint8(r.Protocol), uint8(r.Scope), rtype)
+	buf = append(buf, unix.AF_INET, uint8(ones), 0, 0, table, uint8(r.Protocol), uint8(r.Scope), rtype)
 	buf = binary.NativeEndian.AppendUint32(buf, uint32(r.Flags))
-	buf = appendAttr(buf, unix.RTA_DST, addr(r.Dst.IP))
+	buf = appendAttr(buf, unix.RTA_DST, r.Dst.IP.To4())
 	buf = appendAttr(buf, unix.RTA_OIF, binary.NativeEndian.AppendUint32(nil, uint32(r.LinkIndex)))
-	if ip := addr(r.Src); ip != nil {
-		buf = appendAttr(buf, unix.RTA_PREFSRC, ip)
+	if ip4 := to4(r.Src); ip4 != nil {
+		buf = appendAttr(buf, unix.RTA_PREFSRC, ip4)
 	}
-	if ip := addr(r.Gw); ip != nil {
-		buf = appendAttr(buf, unix.RTA_GATEWAY, ip)
+	if ip4 := to4(r.Gw); ip4 != nil {
+		buf = appendAttr(buf, unix.RTA_GATEWAY, ip4)
 	}
 	if r.MTU > 0 {
 		mtu := appendAttr(nil, unix.RTAX_MTU, binary.NativeEndian.AppendUint32(nil, uint32(r.MTU)))
@@ -171,18 +167,9 @@ func appendAttr(buf []byte, typ uint16, data []byte) []byte {
 	return buf
 }
 
-// to4 and to16 are an address in a route of each family; nil stays nil,
-// and so does an address of the other family.
 func to4(ip net.IP) net.IP {
 	if ip == nil {
 		return nil
 	}
 	return ip.To4()
-}
-
-func to16(ip net.IP) net.IP {
-	if ip == nil || ip.To4() != nil {
-		return nil
-	}
-	return ip.To16()
 }

@@ -38,30 +38,14 @@ func ipNet(p netip.Prefix) *net.IPNet {
 
 func host(a netip.Addr) *net.IPNet { return ipNet(netip.PrefixFrom(a, a.BitLen())) }
 
-// PrefixOf is a route's destination as a prefix (nil: the IPv4 default
-// route; RouteDst knows the family).
+// PrefixOf is a route's destination as a prefix (nil: the default route).
 func PrefixOf(dst *net.IPNet) netip.Prefix {
 	if dst == nil {
 		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 	}
-	a, _ := netip.AddrFromSlice(dst.IP)
+	a, _ := netip.AddrFromSlice(dst.IP.To4())
 	ones, _ := dst.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones)
-}
-
-// LinkScoped says whether r is one of the routes IPv6 gives every link
-// (fe80::/64, multicast): no one's choice of prefix, and no tunnel's.
-func LinkScoped(r netlink.Route) bool {
-	p := RouteDst(r)
-	return p.Addr().Is6() && p.Bits() > 0 && (p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast())
-}
-
-// RouteDst is r's destination as a prefix, ::/0 for an IPv6 default route.
-func RouteDst(r netlink.Route) netip.Prefix {
-	if r.Dst == nil && r.Family == unix.AF_INET6 {
-		return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-	}
-	return PrefixOf(r.Dst)
+	return netip.PrefixFrom(a, ones)
 }
 
 // Check refuses, before anything changes, a configuration the kernel side
@@ -71,14 +55,14 @@ func RouteDst(r netlink.Route) netip.Prefix {
 // packets. Addresses and routes on the devices in own (grebpf's tunnel
 // interfaces) are grebpf's.
 func Check(wan netlink.Link, tunnels []tunnel.Tunnel, routes []tunnel.Route, own ...int) error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := netlink.AddrList(nil, unix.AF_INET)
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
 	where := map[netip.Addr]int{}
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && !slices.Contains(own, a.LinkIndex) {
-			where[ip.Unmap()] = a.LinkIndex
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && !slices.Contains(own, a.LinkIndex) {
+			where[ip] = a.LinkIndex
 		}
 	}
 	for _, t := range tunnels {
@@ -88,21 +72,19 @@ func Check(wan netlink.Link, tunnels []tunnel.Tunnel, routes []tunnel.Route, own
 		if _, ok := where[t.Local]; !ok {
 			return fmt.Errorf("tunnel %s: local %s is not an address of this namespace: use the WAN device's own address", t.Name, t.Local)
 		}
-		for _, o := range []netip.Addr{t.OverlayLocal, t.Overlay6Local} {
-			if idx, ok := where[o]; ok && o.IsValid() {
-				return fmt.Errorf("tunnel %s: overlay %s is already assigned to another device (ifindex %d): remove it or pick another overlay address", t.Name, o, idx)
-			}
+		if idx, ok := where[t.OverlayLocal]; ok {
+			return fmt.Errorf("tunnel %s: overlay %s is already assigned to another device (ifindex %d): remove it or pick another overlay address", t.Name, t.OverlayLocal, idx)
 		}
 	}
-	kernel, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	kernel, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}
 	kernel = slices.DeleteFunc(kernel, func(kr netlink.Route) bool {
-		return kr.Protocol == Proto || slices.Contains(own, kr.LinkIndex) || LinkScoped(kr)
+		return kr.Protocol == Proto || slices.Contains(own, kr.LinkIndex)
 	})
 	for _, kr := range kernel {
-		kpfx := RouteDst(kr)
+		kpfx := PrefixOf(kr.Dst)
 		for _, r := range routes {
 			if r.Prefix == kpfx || kpfx.Bits() > 0 && r.Prefix.Overlaps(kpfx) {
 				return fmt.Errorf("route %s overlaps the kernel route %s dev %s: remove that route or choose another prefix", r.Prefix, kpfx, linkName(kr.LinkIndex))
@@ -115,7 +97,7 @@ func Check(wan netlink.Link, tunnels []tunnel.Tunnel, routes []tunnel.Route, own
 	for _, t := range tunnels {
 		best := -1
 		for _, kr := range kernel {
-			if p := RouteDst(kr); p.Contains(t.Remote) && p.Bits() > best && kr.LinkIndex == wan.Attrs().Index {
+			if p := PrefixOf(kr.Dst); p.Contains(t.Remote) && p.Bits() > best && kr.LinkIndex == wan.Attrs().Index {
 				best = p.Bits()
 			}
 		}
@@ -153,10 +135,10 @@ func WANNexthop(wan netlink.Link, t tunnel.Tunnel) (netip.Addr, error) {
 
 // Interface makes or updates tunnel t's interface for the BPF data plane:
 // a veth pair, NAME and NAMEp, MTU t.MTU, no ARP (nothing ever resolves a
-// neighbour on it), IPv6 on NAME only for a tunnel that carries it, GRO on
-// NAME (so what crosses the pair is received through NAPI and GRO, as from
-// a NIC, not the per-CPU backlog), both up, and NAME holding OVERLAY peer
-// PEER (and OVERLAY6 peer PEER6). It returns t with Link filled in.
+// neighbour on it), no IPv6 (grebpf carries IPv4), GRO on NAME (so what
+// crosses the pair is received through NAPI and GRO, as from a NIC, not
+// the per-CPU backlog), both up, and NAME holding
+// OVERLAY peer PEER. It returns t with Link filled in.
 func Interface(h *netlink.Handle, wan netlink.Link, t tunnel.Tunnel) (tunnel.Tunnel, error) {
 	peer := PeerName(t.Name)
 	l, err := h.LinkByName(t.Name)
@@ -192,15 +174,9 @@ func Interface(h *netlink.Handle, wan netlink.Link, t tunnel.Tunnel) (tunnel.Tun
 				return t, fmt.Errorf("set MTU of %s: %w", name, err)
 			}
 		}
-	}
-	// The peer end carries packets, never addresses; the interface runs
-	// IPv6 when the tunnel carries it, and otherwise sends no router
-	// solicitations or MLD reports into the tunnel.
-	if err := SetIPv6(peer, false); err != nil {
-		return t, err
-	}
-	if err := SetIPv6(t.Name, t.CarriesIPv6()); err != nil {
-		return t, err
+		if err := disableIPv6(name); err != nil {
+			return t, err
+		}
 	}
 	// encap_tc answers a sender on this host whose packet is too big for
 	// the path with an ICMP error from that same host address, handed to
@@ -250,55 +226,38 @@ func Interface(h *netlink.Handle, wan netlink.Link, t tunnel.Tunnel) (tunnel.Tun
 	return t, nil
 }
 
-// overlayAddress leaves exactly OVERLAY peer PEER on l, and OVERLAY6 peer
-// PEER6 besides the kernel's link-local address when the tunnel carries
-// IPv6.
+// overlayAddress leaves exactly OVERLAY peer PEER on l.
 func overlayAddress(h *netlink.Handle, l netlink.Link, t tunnel.Tunnel) error {
-	want := []*netlink.Addr{{IPNet: host(t.OverlayLocal), Peer: host(t.OverlayRemote)}}
-	if t.CarriesIPv6() {
-		want = append(want, &netlink.Addr{IPNet: host(t.Overlay6Local), Peer: host(t.Overlay6Remote)})
-	}
-	have, err := h.AddrList(l, netlink.FAMILY_ALL)
+	want := &netlink.Addr{IPNet: host(t.OverlayLocal), Peer: host(t.OverlayRemote)}
+	have, err := h.AddrList(l, unix.AF_INET)
 	if err != nil {
 		return fmt.Errorf("list addresses of %s: %w", t.Name, err)
 	}
-	found := make([]bool, len(want))
+	found := false
 	for _, a := range have {
-		if a.IP.IsLinkLocalUnicast() {
-			continue
-		}
-		i := slices.IndexFunc(want, func(w *netlink.Addr) bool {
-			return a.IP.Equal(w.IP) && a.Peer != nil && a.Peer.IP.Equal(w.Peer.IP)
-		})
-		if i >= 0 {
-			found[i] = true
+		if a.IP.Equal(want.IP) && a.Peer != nil && a.Peer.IP.Equal(want.Peer.IP) {
+			found = true
 			continue
 		}
 		if err := h.AddrDel(l, &a); err != nil {
 			return fmt.Errorf("remove old address %s from %s: %w", a.IPNet, t.Name, err)
 		}
 	}
-	for i, w := range want {
-		if found[i] {
-			continue
-		}
-		if w.IP.To4() == nil {
-			w.Flags = unix.IFA_F_NODAD // a point-to-point tunnel has no one to duplicate it
-		}
-		if err := h.AddrAdd(l, w); err != nil {
-			return fmt.Errorf("add %s peer %s to %s: %w", w.IP, w.Peer.IP, t.Name, err)
+	if !found {
+		if err := h.AddrAdd(l, want); err != nil {
+			return fmt.Errorf("add %s peer %s to %s: %w", t.OverlayLocal, t.OverlayRemote, t.Name, err)
 		}
 	}
 	return nil
 }
 
-// SetIPv6 turns IPv6 on or off on dev. A kernel without IPv6 has nothing
-// to turn off, and refuses to turn it on.
-func SetIPv6(dev string, on bool) error {
-	v := map[bool]string{false: "1", true: "0"}[on]
-	err := os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", dev, "disable_ipv6"), []byte(v), 0)
-	if err != nil && (on || !errors.Is(err, os.ErrNotExist)) {
-		return fmt.Errorf("turn IPv6 %s on %s (a kernel with IPv6 is needed for overlay6): %w", map[bool]string{false: "off", true: "on"}[on], dev, err)
+// disableIPv6 keeps the kernel from sending router solicitations and
+// MLD reports into a tunnel that carries IPv4 only. A kernel without IPv6
+// has nothing to disable.
+func disableIPv6(dev string) error {
+	err := os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", dev, "disable_ipv6"), []byte("1"), 0)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("disable IPv6 on %s: %w", dev, err)
 	}
 	return nil
 }
@@ -389,9 +348,9 @@ func OwnInterfaces() ([]int, error) {
 }
 
 // Routes makes grebpf's routes on the tunnel interfaces exactly routes:
-// `PREFIX dev TUNNEL src OVERLAY proto 177` (OVERLAY6 for an IPv6
-// prefix), as the seed writes them for ip_gre (`src` makes the kernel's
-// ICMP errors come from the overlay address). Routes through a tunnel that others added are left alone.
+// `PREFIX dev TUNNEL src OVERLAY proto 177`, as the seed writes them for
+// ip_gre (`src` makes the kernel's ICMP errors come from the overlay
+// address). Routes through a tunnel that others added are left alone.
 // tunnels must have Link.Ifindex set.
 func Routes(tunnels []tunnel.Tunnel, routes []tunnel.Route) error {
 	byName := map[string]tunnel.Tunnel{}
@@ -408,7 +367,7 @@ func Routes(tunnels []tunnel.Tunnel, routes []tunnel.Route) error {
 	}
 	installed := map[key]netlink.Route{}
 	for _, r := range have {
-		installed[key{RouteDst(r), r.LinkIndex}] = r
+		installed[key{PrefixOf(r.Dst), r.LinkIndex}] = r
 	}
 	batch, err := newRouteBatch()
 	if err != nil {
@@ -421,12 +380,8 @@ func Routes(tunnels []tunnel.Tunnel, routes []tunnel.Route) error {
 		if !ok || t.Link.Ifindex == 0 {
 			return fmt.Errorf("route %s: tunnel %s has no interface", r.Prefix, r.Tunnel)
 		}
-		src := t.OverlayLocal
-		if r.Prefix.Addr().Is6() {
-			src = t.Overlay6Local
-		}
 		rt := &netlink.Route{
-			LinkIndex: int(t.Link.Ifindex), Dst: ipNet(r.Prefix), Src: src.AsSlice(),
+			LinkIndex: int(t.Link.Ifindex), Dst: ipNet(r.Prefix), Src: t.OverlayLocal.AsSlice(),
 			Protocol: Proto, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_LINK,
 		}
 		k := key{r.Prefix, rt.LinkIndex}
@@ -450,7 +405,7 @@ func Routes(tunnels []tunnel.Tunnel, routes []tunnel.Route) error {
 
 // Ours lists the routes grebpf installed through the tunnels' interfaces.
 func Ours(tunnels []tunnel.Tunnel) ([]netlink.Route, error) {
-	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL,
+	rs, err := netlink.RouteListFiltered(unix.AF_INET,
 		&netlink.Route{Protocol: Proto, Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {

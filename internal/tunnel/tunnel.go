@@ -69,11 +69,6 @@ type Tunnel struct {
 	MTU           uint16
 	OverlayLocal  netip.Addr
 	OverlayRemote netip.Addr
-	// Overlay6Local and Overlay6Remote are the tunnel's IPv6 overlay
-	// addresses. A tunnel carries IPv6 when it has them; both are zero
-	// otherwise.
-	Overlay6Local  netip.Addr
-	Overlay6Remote netip.Addr
 
 	// What the kernel side gave the tunnel when attach made it.
 	Link Link
@@ -92,10 +87,6 @@ type Link struct {
 	MAC         [6]byte
 	PeerMAC     [6]byte
 }
-
-// CarriesIPv6 says whether the tunnel has IPv6 overlay addresses: its
-// interface runs IPv6 and IPv6 routes may go through it.
-func (t Tunnel) CarriesIPv6() bool { return t.Overlay6Local.IsValid() }
 
 // Overhead is the outer IPv4 + GRE header size for a tunnel.
 func (t Tunnel) Overhead() int {

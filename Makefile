@@ -12,7 +12,8 @@ KERNEL ?= 6.12
 # the commit on. The host runs the full counts and every step.
 VM_SOAK_ROUNDS ?= 8
 VM_STEP_STRIDE ?= 3
-# What one VM may take (one VM per test package).
+# What one VM may take: one VM per test package, two for the integration
+# package (below).
 VM_TIMEOUT ?= 50m
 
 .PHONY: all build deps generate demo test test-vm vm-bins test-vm-run bench bench-vm fuzz clean

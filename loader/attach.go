@@ -346,7 +346,7 @@ func apply(x *txn, p prepared, commit func() error) (rep Report, committed bool,
 	}
 	rep.Changed = rep.Changed || !sameRoutes(before, after)
 	if commit != nil {
-		if err := x.at("commit"); err != nil {
+		if err := x.at(StepCommit); err != nil {
 			return rep, false, err
 		}
 		if err := commit(); err != nil {

@@ -110,6 +110,10 @@ type txn struct {
 // none (how a test learns which steps there are).
 const FailpointEnv = "GREBPF_FAILPOINT"
 
+// StepCommit names the step that commits an attach: a failure before it
+// leaves the router as it was, one after it is finished by the next attach.
+const StepCommit = "commit"
+
 // errInjected is the failure the hook injects.
 var errInjected = errors.New("injected failure")
 

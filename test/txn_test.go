@@ -156,7 +156,7 @@ func traceSteps(t *testing.T, args ...string) []string {
 // every one from the commit on, and the last.
 func failPoints(steps []string) []int {
 	stride, _ := strconv.Atoi(os.Getenv("GREBPF_STEP_STRIDE"))
-	commit := slices.Index(steps, "commit")
+	commit := slices.Index(steps, loader.StepCommit)
 	var points []int
 	for i := range steps {
 		if stride <= 1 || i%stride == 0 || (commit >= 0 && i >= commit) || i == len(steps)-1 {
@@ -196,7 +196,8 @@ func attachAllOrNothing(t *testing.T, l txnLab) {
 			start()
 			before := exactState(t)
 			committed := false
-			for _, n := range failPoints(steps) {
+			points := failPoints(steps)
+			for _, n := range points {
 				r := grebpfAt(t, fmt.Sprint(n), attachB...)
 				if r.code == 0 {
 					t.Fatalf("step %d (%s) did not fail", n, steps[n-1])
@@ -227,7 +228,7 @@ func attachAllOrNothing(t *testing.T, l txnLab) {
 			if len(steps) < 12 || !committed {
 				t.Fatalf("only %d steps (committed %v): the hook misses steps", len(steps), committed)
 			}
-			t.Logf("%d steps; failed each of %v once", len(steps), failPoints(steps))
+			t.Logf("%d steps; failed each of %v once", len(steps), points)
 			grebpf(t, attachB...)
 			if got := shape(t); got != wantB {
 				t.Fatalf("attach without a failure: not config B:\n%s", diffLines(wantB, got))
@@ -281,7 +282,8 @@ func killedMidway(t *testing.T, l txnLab) {
 			if len(steps) < 4 {
 				t.Fatalf("only %d kill points", len(steps))
 			}
-			for _, n := range failPoints(steps) {
+			points := failPoints(steps)
+			for _, n := range points {
 				if sc.setup != nil {
 					grebpf(t, sc.setup...)
 				}
@@ -300,7 +302,7 @@ func killedMidway(t *testing.T, l txnLab) {
 				}
 				clean(t, n)
 			}
-			t.Logf("%d steps; killed at each of %v", len(steps), failPoints(steps))
+			t.Logf("%d steps; killed at each of %v", len(steps), points)
 		})
 	}
 }

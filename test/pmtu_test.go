@@ -84,6 +84,11 @@ func TestPathMTU(t *testing.T) {
 		} {
 			name := mode.name
 			if wan.lab.WAN == lab.WANIPv6 {
+				// Over IPv6, TC decap and the fast path's XDP: the ways
+				// an ICMPv6 reaches pmtu_note.
+				if mode.name == "decap-xdp" {
+					continue
+				}
 				name = "ipv6-wan/" + name
 			}
 			// The tunnel MTU before the narrow hop, and through it.

@@ -44,7 +44,7 @@ demo: deps build
 # and measure throughput.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -p 1 -timeout 45m -v ./... 2>&1 | tee test.log | grep -E '^\s*--- |^(ok|FAIL|panic)|iperf3 TCP'; \
+	$(GO) test -count=1 -p 1 -timeout 60m -v ./... 2>&1 | tee test.log | grep -E '^\s*--- |^(ok|FAIL|panic)|iperf3 TCP'; \
 		status=$${PIPESTATUS[0]}; echo "tests: $$(grep -c -- '--- PASS' test.log) passed, $$(grep -c -- '--- FAIL' test.log) failed (full log: test.log)"; exit $$status
 
 # The same suite inside QEMU on a Debian kernel (KERNEL=6.1 or 6.12): one VM

@@ -202,8 +202,10 @@ static __always_inline enum reason outer_v4(struct iphdr *ip, void *data_end, __
 }
 
 /* Destination options decap reads past: what a peer sends (ip6gre's
- * encapsulation limit takes 8 bytes) with room to spare. */
-#define DSTOPT_SPACE 64
+ * encapsulation limit takes 8 bytes) and one more 8-byte unit. The walk
+ * is copied byte by byte, and its length is what the verifier pays on
+ * every load: 64 bytes made attach four times slower (1.6 s, not 0.4). */
+#define DSTOPT_SPACE 16
 
 struct dstopt_walk {
 	__u8 buf[DSTOPT_SPACE];

@@ -245,39 +245,45 @@ func TestDecap(t *testing.T) {
 				if c.xdpOnly && p.name != "xdp" {
 					continue
 				}
-				in := c.frame(t, inner)
-				before := snapshot(t, &objs.GrebpfMaps)
-				verdict, out := run(t, p.prog, in, nil)
-				reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
-
-				if c.reason == "" {
-					want := p.output(t, fakeLink.Ifindex, inner)
-					if verdict != p.delivered {
-						t.Errorf("%s: verdict %d, want %d", p.name, verdict, p.delivered)
-					}
-					if d := diff(out, want); d != "" {
-						t.Errorf("%s: decapsulated frame:%s", p.name, d)
-					}
-					if len(reasons) != 0 || moved != (tunnel.Counters{RxPackets: 1, RxBytes: uint64(len(inner))}) {
-						t.Errorf("%s: counters moved %v %+v, want rx 1 packet %d bytes only", p.name, reasons, moved, len(inner))
-					}
-					continue
-				}
-				want := p.drop
-				if !maps.ReasonDrops(reasonByName(t, c.reason)) {
-					want = p.pass
-				}
-				if verdict != want {
-					t.Errorf("%s: verdict %d, want %d", p.name, verdict, want)
-				}
-				if d := diff(out, in); d != "" && verdict == p.pass {
-					t.Errorf("%s: passed frame was changed:%s", p.name, d)
-				}
-				if len(reasons) != 1 || reasons[c.reason] != 1 || moved != (tunnel.Counters{}) {
-					t.Errorf("%s: counters moved %v %+v, want only %s +1", p.name, reasons, moved, c.reason)
-				}
+				p.expect(t, objs, c.frame(t, inner), inner, c.reason)
 			}
 		})
+	}
+}
+
+// expect runs p over in and checks the one outcome: inner delivered to
+// the test tunnel's interface (reason ""), rx counted and nothing else;
+// or the frame dropped or passed unchanged as reason says, reason alone
+// counted.
+func (p decapProg) expect(t *testing.T, objs *bpf.GrebpfObjects, in, inner []byte, reason string) {
+	t.Helper()
+	before := snapshot(t, &objs.GrebpfMaps)
+	verdict, out := run(t, p.prog, in, nil)
+	reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
+	if reason == "" {
+		if verdict != p.delivered {
+			t.Errorf("%s: verdict %d, want %d (reasons %v)", p.name, verdict, p.delivered, reasons)
+		}
+		if d := diff(out, p.output(t, fakeLink.Ifindex, inner)); d != "" {
+			t.Errorf("%s: decapsulated frame:%s", p.name, d)
+		}
+		if len(reasons) != 0 || moved != (tunnel.Counters{RxPackets: 1, RxBytes: uint64(len(inner))}) {
+			t.Errorf("%s: counters moved %v %+v, want rx 1 packet %d bytes only", p.name, reasons, moved, len(inner))
+		}
+		return
+	}
+	want := p.drop
+	if !maps.ReasonDrops(reasonByName(t, reason)) {
+		want = p.pass
+	}
+	if verdict != want {
+		t.Errorf("%s: verdict %d, want %d", p.name, verdict, want)
+	}
+	if d := diff(out, in); d != "" && verdict == p.pass {
+		t.Errorf("%s: passed frame was changed:%s", p.name, d)
+	}
+	if len(reasons) != 1 || reasons[reason] != 1 || moved != (tunnel.Counters{}) {
+		t.Errorf("%s: counters moved %v %+v, want only %s +1", p.name, reasons, moved, reason)
 	}
 }
 

@@ -31,14 +31,7 @@ func wanNS(tb testing.TB, withNeigh bool) int {
 	testutil.NetNS(tb)
 	// A router forwards; bpf_fib_lookup answers only where forwarding is on.
 	must(tb, os.WriteFile("/proc/sys/net/ipv4/conf/all/forwarding", []byte("1"), 0))
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "wan0", HardwareAddr: macR1}, PeerName: "wan0p"}
-	must(tb, netlink.LinkAdd(veth))
-	l, err := netlink.LinkByName("wan0")
-	must(tb, err)
-	peer, err := netlink.LinkByName("wan0p")
-	must(tb, err)
-	must(tb, netlink.LinkSetUp(l))
-	must(tb, netlink.LinkSetUp(peer))
+	l := wanDevice(tb)
 	must(tb, netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: wanLocal.AsSlice(), Mask: net.CIDRMask(24, 32)}}))
 	if withNeigh {
 		must(tb, netlink.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET,
@@ -46,6 +39,20 @@ func wanNS(tb testing.TB, withNeigh bool) int {
 	}
 	must(tb, netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.IPv4(10, 100, 0, 254)}))
 	return l.Attrs().Index
+}
+
+// wanDevice adds r1's WAN device to the test's namespace: wan0 (macR1)
+// and its veth peer, both up, no address yet.
+func wanDevice(tb testing.TB) netlink.Link {
+	tb.Helper()
+	must(tb, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "wan0", HardwareAddr: macR1}, PeerName: "wan0p"}))
+	l, err := netlink.LinkByName("wan0")
+	must(tb, err)
+	peer, err := netlink.LinkByName("wan0p")
+	must(tb, err)
+	must(tb, netlink.LinkSetUp(l))
+	must(tb, netlink.LinkSetUp(peer))
+	return l
 }
 
 func must(tb testing.TB, err error) {

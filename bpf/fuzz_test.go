@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/grebpf/grebpf/bpf"
 	"github.com/grebpf/grebpf/internal/tunnel"
 	"github.com/grebpf/grebpf/maps"
 )
@@ -43,48 +44,58 @@ func FuzzDecap(f *testing.F) {
 	}
 	objs := load(f, nil)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) < 14 {
-			return // BPF_PROG_TEST_RUN refuses frames shorter than Ethernet
-		}
-		before := snapshot(t, &objs.GrebpfMaps)
-		verdict, out := run(t, objs.DecapXdp, in, nil)
-		reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
-		moved := len(reasons)
-		if tunnel.RxPackets != 0 {
-			moved++
-		}
-		if moved != 1 {
-			t.Fatalf("%d counters moved (%v %+v), want exactly one", moved, reasons, tunnel)
-		}
-		switch {
-		case verdict != xdpPass && verdict != xdpDrop:
-			t.Fatalf("verdict %d", verdict)
-		case tunnel.RxPackets == 1:
-			if verdict != xdpPass {
-				t.Fatalf("decapsulated but verdict %d", verdict)
-			}
+		fuzzDecapXDP(t, objs, in, func() []byte {
 			strip := greStrip(in)
 			if !bytes.Equal(in[14+12:14+20], append(wanRemote.AsSlice(), wanLocal.AsSlice()...)) {
 				t.Fatalf("decapsulated a packet not from the configured peer: %x", in)
 			}
-			want := append(append(bytes.Clone(macTun), macTunPeer...), greProtocol(in)...)
 			l3 := bytes.Clone(in[14+strip:])
 			ecnDecap(in[15], l3)
-			want = withMeta(fakeLink.Ifindex, append(want, l3...))
-			if !bytes.Equal(out, want) {
-				t.Fatalf("decapsulated frame:%s", diff(out, want))
-			}
-		default:
-			if !bytes.Equal(out, in) {
-				t.Fatalf("not decapsulated, yet changed:%s", diff(out, in))
-			}
-			for name := range reasons {
-				if r := reasonByName(t, name); (verdict == xdpDrop) != maps.ReasonDrops(r) {
-					t.Fatalf("reason %s with verdict %d", name, verdict)
-				}
+			return append(append(append(bytes.Clone(macTun), macTunPeer...), greProtocol(in)...), l3...)
+		})
+	})
+}
+
+// fuzzDecapXDP runs decap_xdp over in and checks what holds for any
+// input: a pass or a drop, exactly one counter moved (rx or one reason);
+// a decapsulated frame is, after the metadata naming the tunnel, what
+// decapsulated says (which checks the input was the peer's); anything
+// else is unchanged, its reason's action the verdict.
+func fuzzDecapXDP(t *testing.T, objs *bpf.GrebpfObjects, in []byte, decapsulated func() []byte) {
+	t.Helper()
+	if len(in) < 14 {
+		return // BPF_PROG_TEST_RUN refuses frames shorter than Ethernet
+	}
+	before := snapshot(t, &objs.GrebpfMaps)
+	verdict, out := run(t, objs.DecapXdp, in, nil)
+	reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
+	moved := len(reasons)
+	if tunnel.RxPackets != 0 {
+		moved++
+	}
+	if moved != 1 {
+		t.Fatalf("%d counters moved (%v %+v), want exactly one", moved, reasons, tunnel)
+	}
+	switch {
+	case verdict != xdpPass && verdict != xdpDrop:
+		t.Fatalf("verdict %d", verdict)
+	case tunnel.RxPackets == 1:
+		if verdict != xdpPass {
+			t.Fatalf("decapsulated but verdict %d", verdict)
+		}
+		if want := withMeta(fakeLink.Ifindex, decapsulated()); !bytes.Equal(out, want) {
+			t.Fatalf("decapsulated frame:%s", diff(out, want))
+		}
+	default:
+		if !bytes.Equal(out, in) {
+			t.Fatalf("not decapsulated, yet changed:%s", diff(out, in))
+		}
+		for name := range reasons {
+			if r := reasonByName(t, name); (verdict == xdpDrop) != maps.ReasonDrops(r) {
+				t.Fatalf("reason %s with verdict %d", name, verdict)
 			}
 		}
-	})
+	}
 }
 
 // FuzzDecapOuterIPv6 is FuzzDecap for a tunnel over IPv6: a changed frame
@@ -104,28 +115,10 @@ func FuzzDecapOuterIPv6(f *testing.F) {
 	f.Add(packetTooBig(f, macR1, macWAN, wanGateway6, wanLocal6.AsSlice(), 0, 1400, quote))
 	objs := loadOn(f, testTunnel6(nil, fakeLink, tunnel.RPOff))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) < 14 {
-			return
-		}
-		before := snapshot(t, &objs.GrebpfMaps)
-		verdict, out := run(t, objs.DecapXdp, in, nil)
-		reasons, tunnel := delta(before, snapshot(t, &objs.GrebpfMaps))
-		moved := len(reasons)
-		if tunnel.RxPackets != 0 {
-			moved++
-		}
-		if moved != 1 {
-			t.Fatalf("%d counters moved (%v %+v), want exactly one", moved, reasons, tunnel)
-		}
-		switch {
-		case verdict != xdpPass && verdict != xdpDrop:
-			t.Fatalf("verdict %d", verdict)
-		case tunnel.RxPackets == 1:
-			if verdict != xdpPass || len(in) < 54 || in[12] != 0x86 || in[13] != 0xdd {
-				t.Fatalf("decapsulated but verdict %d: %x", verdict, in)
-			}
-			if !bytes.Equal(in[22:54], append(wanRemote6.AsSlice(), wanLocal6.AsSlice()...)) {
-				t.Fatalf("decapsulated a packet not from the configured peer: %x", in)
+		fuzzDecapXDP(t, objs, in, func() []byte {
+			if len(in) < 54 || in[12] != 0x86 || in[13] != 0xdd ||
+				!bytes.Equal(in[22:54], append(wanRemote6.AsSlice(), wanLocal6.AsSlice()...)) {
+				t.Fatalf("decapsulated a packet not GRE over IPv6 from the configured peer: %x", in)
 			}
 			gre := 54
 			if in[20] == 60 {
@@ -135,23 +128,10 @@ func FuzzDecapOuterIPv6(f *testing.F) {
 			if in[gre]&0x10 != 0 {
 				strip += 4
 			}
-			want := append(append(bytes.Clone(macTun), macTunPeer...), in[gre+2:gre+4]...)
 			l3 := bytes.Clone(in[14+strip:])
 			ecnDecap(in[15]>>4, l3)
-			want = withMeta(fakeLink.Ifindex, append(want, l3...))
-			if !bytes.Equal(out, want) {
-				t.Fatalf("decapsulated frame:%s", diff(out, want))
-			}
-		default:
-			if !bytes.Equal(out, in) {
-				t.Fatalf("not decapsulated, yet changed:%s", diff(out, in))
-			}
-			for name := range reasons {
-				if r := reasonByName(t, name); (verdict == xdpDrop) != maps.ReasonDrops(r) {
-					t.Fatalf("reason %s with verdict %d", name, verdict)
-				}
-			}
-		}
+			return append(append(append(bytes.Clone(macTun), macTunPeer...), in[gre+2:gre+4]...), l3...)
+		})
 	})
 }
 

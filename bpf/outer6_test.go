@@ -36,13 +36,7 @@ func wanNS6(tb testing.TB, withNeigh bool) int {
 	for _, f := range []string{"/proc/sys/net/ipv4/conf/all/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"} {
 		must(tb, os.WriteFile(f, []byte("1"), 0))
 	}
-	must(tb, netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "wan0", HardwareAddr: macR1}, PeerName: "wan0p"}))
-	l, err := netlink.LinkByName("wan0")
-	must(tb, err)
-	peer, err := netlink.LinkByName("wan0p")
-	must(tb, err)
-	must(tb, netlink.LinkSetUp(l))
-	must(tb, netlink.LinkSetUp(peer))
+	l := wanDevice(tb)
 	must(tb, netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: wanLocal6.AsSlice(), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}))
 	if withNeigh {
 		must(tb, netlink.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET6,
@@ -248,35 +242,7 @@ func TestDecapOuterIPv6(t *testing.T) {
 			tun := testTunnel6(c.key, fakeLink, tunnel.RPOff)
 			objs := loadOn(t, tun)
 			for _, p := range decapProgs(objs) {
-				in := c.frame(t)
-				before := snapshot(t, &objs.GrebpfMaps)
-				verdict, out := run(t, p.prog, in, nil)
-				reasons, moved := delta(before, snapshot(t, &objs.GrebpfMaps))
-				if c.reason == "" {
-					if verdict != p.delivered {
-						t.Errorf("%s: verdict %d, want %d (reasons %v)", p.name, verdict, p.delivered, reasons)
-					}
-					if d := diff(out, p.output(t, fakeLink.Ifindex, c.inner)); d != "" {
-						t.Errorf("%s: decapsulated frame:%s", p.name, d)
-					}
-					if len(reasons) != 0 || moved != (tunnel.Counters{RxPackets: 1, RxBytes: uint64(len(c.inner))}) {
-						t.Errorf("%s: counters moved %v %+v, want rx 1 packet %d bytes only", p.name, reasons, moved, len(c.inner))
-					}
-					continue
-				}
-				want := p.drop
-				if !maps.ReasonDrops(reasonByName(t, c.reason)) {
-					want = p.pass
-				}
-				if verdict != want {
-					t.Errorf("%s: verdict %d, want %d", p.name, verdict, want)
-				}
-				if d := diff(out, in); d != "" && verdict == p.pass {
-					t.Errorf("%s: passed frame was changed:%s", p.name, d)
-				}
-				if len(reasons) != 1 || reasons[c.reason] != 1 || moved != (tunnel.Counters{}) {
-					t.Errorf("%s: counters moved %v %+v, want only %s +1", p.name, reasons, moved, c.reason)
-				}
+				p.expect(t, objs, c.frame(t), c.inner, c.reason)
 			}
 		})
 	}

@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 GO ?= go
-DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod \
+DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod bash-completion prometheus \
 	qemu-system-x86 busybox-static cpio xz-utils frr
 KERNEL ?= 6.12
 # In the emulated VMs, where Go runs several times slower: soak loops (hot
@@ -21,7 +21,7 @@ VM_TIMEOUT ?= 50m
 all: build
 
 build:
-	$(GO) build -o bin/grebpf ./cmd/grebpf
+	$(GO) build -buildvcs=auto -o bin/grebpf ./cmd/grebpf
 
 # Debian packages that are missing, then the Go modules.
 deps:
@@ -58,7 +58,7 @@ test-vm: deps vm-bins test-vm-run
 # kernels can run side by side.
 vm-bins:
 	$(GO) build -o bin/vmrun ./test/vm
-	$(GO) build -o bin/grebpf ./cmd/grebpf
+	$(GO) build -buildvcs=auto -o bin/grebpf ./cmd/grebpf
 	$(GO) build -o bin/grebpf-variant -ldflags "-X github.com/grebpf/grebpf/loader.buildVariant=1" ./cmd/grebpf
 
 # The integration tests run in two VMs, the transaction and soak tests in

@@ -2,8 +2,11 @@ package loader
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/grebpf/grebpf/internal/config"
+	"github.com/grebpf/grebpf/internal/routing"
+	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
 // Backend is one way to realise a router's tunnels: grebpf's BPF programs
@@ -99,4 +102,34 @@ func DetachWith(ns string) (mode string, err error) {
 		b = bpfBackend{}
 	}
 	return b.Mode(), b.Detach(ns)
+}
+
+// RoutesFor puts r's routes into the kernel but those of the tunnels in
+// down, which it takes out: grebpf run's withdrawal of a dead peer's
+// routes, so that a backup route or a routing daemon takes over. It holds
+// the namespace's lock, as attach does, and changes routes only.
+func RoutesFor(ns string, r config.Router, down map[string]bool) error {
+	l, err := lockNS(ns, opAttach)
+	if err != nil {
+		return err
+	}
+	defer l.unlock()
+	b := AttachedBackend(ns)
+	if b == nil {
+		return ErrNotAttached
+	}
+	_, plan, err := resolve(ns, r)
+	if err != nil {
+		return err
+	}
+	st, err := b.State(ns)
+	if err != nil {
+		return err
+	}
+	tunnels := make([]tunnel.Tunnel, len(st.Tunnels))
+	for i, t := range st.Tunnels {
+		tunnels[i] = t.Tunnel
+	}
+	routes := slices.DeleteFunc(slices.Clone(plan.Routes), func(rt tunnel.Route) bool { return down[rt.Tunnel] })
+	return routing.Routes(tunnels, routes)
 }

@@ -12,6 +12,10 @@ import (
 	"github.com/grebpf/grebpf/maps"
 )
 
+// AttachAgain ends a problem that a new attach fixes: grebpf run, which
+// follows such changes, attaches again when it sees one.
+const AttachAgain = "run grebpf attach again"
+
 // problems says what, in the kernel around a data plane, stops or slows
 // its traffic since attach: each a line naming the fix. The data plane
 // itself follows most changes (routes and neighbours are looked up per
@@ -31,7 +35,7 @@ func problems(s State) []string {
 		out = append(out, fmt.Sprintf("%s has no carrier: check its link; grebpf carries on by itself", name))
 	}
 	if AcceptsSourceRoutes(name) != (s.Attachment.Flags&maps.AttachAcceptSourceRoute != 0) {
-		out = append(out, fmt.Sprintf("accept_source_route of %s changed since attach, and decap still follows the old setting: run grebpf attach again", name))
+		out = append(out, fmt.Sprintf("accept_source_route of %s changed since attach, and decap still follows the old setting: "+AttachAgain, name))
 	}
 	local := map[netip.Addr]bool{}
 	if addrs, err := netlink.AddrList(nil, unix.AF_UNSPEC); err == nil {
@@ -52,7 +56,7 @@ func problems(s State) []string {
 	for _, t := range s.Tunnels {
 		l, err := netlink.LinkByIndex(int(t.Link.Ifindex))
 		if err != nil || l.Attrs().Name != t.Name {
-			out = append(out, fmt.Sprintf("tunnel %s: its interface is gone: run grebpf attach again", t.Name))
+			out = append(out, fmt.Sprintf("tunnel %s: its interface is gone: "+AttachAgain, t.Name))
 			continue
 		}
 		if l.Attrs().Flags&net.FlagUp == 0 {
@@ -62,7 +66,7 @@ func problems(s State) []string {
 			out = append(out, fmt.Sprintf("tunnel %s: local %s is no longer an address here: add it back to %s", t.Name, t.Local, name))
 		}
 		if fit := wan.Attrs().MTU - t.Overhead(); int(t.MTU) > fit {
-			out = append(out, fmt.Sprintf("tunnel %s: MTU %d is more than %s's MTU %d leaves (%d), so larger packets without DF are dropped (senders of DF ones are told the MTU): run grebpf attach again to follow it",
+			out = append(out, fmt.Sprintf("tunnel %s: MTU %d is more than %s's MTU %d leaves (%d), so larger packets without DF are dropped (senders of DF ones are told the MTU): "+AttachAgain+" to follow it",
 				t.Name, t.MTU, name, wan.Attrs().MTU, fit))
 		}
 		nh, err := routing.WANNexthop(wan, t.Tunnel)
@@ -71,7 +75,7 @@ func problems(s State) []string {
 			continue
 		}
 		if !managed[nh] {
-			out = append(out, fmt.Sprintf("tunnel %s: next hop %s on %s is no longer kept resolved (flushed with the link or address?), so a change of its MAC goes unnoticed: run grebpf attach again", t.Name, nh, name))
+			out = append(out, fmt.Sprintf("tunnel %s: next hop %s on %s is no longer kept resolved (flushed with the link or address?), so a change of its MAC goes unnoticed: "+AttachAgain, t.Name, nh, name))
 		}
 	}
 	return out

@@ -26,6 +26,8 @@ type TunnelState struct {
 	// for PathMTUExpires more (0 where the kernel does not say).
 	PathMTU        uint32
 	PathMTUExpires time.Duration
+	// Health is up or down while grebpf run probes the tunnel, else "".
+	Health string
 }
 
 // State is everything show and stats report about a data plane.

@@ -66,7 +66,7 @@ func TestBadInput(t *testing.T) {
 		{"stats with nothing attached", []string{"--netns", "r1", "stats"}, false, "nothing attached in network namespace r1: run grebpf attach first"},
 		{"change attach mode", attachArgs("r2", "--decap", "xdp", "--xdp-generic"), false, "run grebpf detach first to change the attach mode"},
 		{"unknown command", []string{"frobnicate"}, false, `unknown command "frobnicate"`},
-		{"unknown flag", append(r1, "--colour"), false, "flag provided but not defined: -colour"},
+		{"unknown flag", append(r1, "--colour"), false, "unknown flag: --colour: run grebpf attach --help for its flags"},
 		{"site without config", append(r1, "--site", "r1"), false, "--site picks a part of a config file: give --config FILE too"},
 		{"bad encap", append(r1, "--encap", "ingress"), false, `encap "ingress": use peer or egress`},
 		{"pmtudisc off with a fixed ttl", append(r1, "--pmtudisc", "off"), false, "pmtudisc off needs ttl inherit: a fixed TTL always does path MTU discovery, as with ip_gre"},

@@ -2,34 +2,38 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/loader"
 )
 
-// listFlag collects a repeatable flag.
-type listFlag []string
+// routerFlags are the flags that describe a router, shared by attach
+// and run: either --config FILE (with --site), or one tunnel in flags.
+type routerFlags struct {
+	flags    *pflag.FlagSet
+	r        config.Router
+	t        config.Tunnel
+	file     string
+	site     string
+	routes   []string
+	fastpath []string
+}
 
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+// tunnelFlagNames are the flags that describe the one tunnel given
+// without --config.
+var tunnelFlagNames = []string{"name", "local", "remote", "encaplimit", "key", "ikey", "okey", "ttl", "tos", "overlay", "peer", "overlay6", "peer6", "route", "rp-filter",
+	"pmtudisc", "seq", "iseq", "oseq", "csum", "icsum", "ocsum"}
 
-// attachRouter turns attach's flags into a router: either --config FILE,
-// or one tunnel described by flags.
-func attachRouter(g *globals, args []string) (config.Router, error) {
-	fs := newFlags(g, "attach", "attach --dev WAN --local A --remote B --overlay X --peer Y --route PREFIX… | attach --config FILE")
-	var (
-		r        config.Router
-		t        config.Tunnel
-		routes   listFlag
-		fastpath listFlag
-		file     string
-		site     string
-	)
-	fs.StringVar(&file, "config", "", "YAML file describing the router (device, tunnels, routes), or several under sites:")
-	fs.StringVar(&site, "site", "", "with --config: the part of the file under sites: to attach")
+func addRouterFlags(cmd *cobra.Command) *routerFlags {
+	rf := &routerFlags{flags: cmd.Flags()}
+	fs, r, t := rf.flags, &rf.r, &rf.t
+	fs.StringVar(&rf.file, "config", "", "YAML file describing the router (device, tunnels, routes), or several under sites:")
+	fs.StringVar(&rf.site, "site", "", "with --config: the part of the file under sites: to attach")
 	fs.StringVar(&r.Device, "dev", "", "WAN device")
 	fs.StringVar(&r.Mode, "mode", "", "bpf (default) or kernel (an ip_gre netdev per tunnel: the fallback)")
 	fs.StringVar(&r.Decap, "decap", "", "where to decapsulate: auto, xdp or tc (default auto: tc on veth, xdp elsewhere)")
@@ -57,25 +61,37 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 	fs.StringVar(&t.Peer, "peer", "", "the other side's tunnel address")
 	fs.StringVar(&t.Overlay6, "overlay6", "", "this side's IPv6 tunnel address, for a tunnel that carries IPv6 too")
 	fs.StringVar(&t.Peer6, "peer6", "", "the other side's IPv6 tunnel address")
-	fs.Var(&routes, "route", "inner prefix to send through the tunnel, IPv4 or (with --overlay6) IPv6 (repeatable)")
+	fs.StringArrayVar(&rf.routes, "route", nil, "inner prefix to send through the tunnel, IPv4 or (with --overlay6) IPv6 (repeatable)")
 	fs.DurationVar(&loader.LockWait, "wait", loader.LockWait, "how long to wait while another grebpf attaches or detaches in the namespace")
-	fs.Var(&fastpath, "fastpath", "LAN device to put the XDP fast path on (repeatable); decap then runs in XDP and forwards too")
-	if err := parse(fs, args); err != nil {
-		return r, err
-	}
-	t.Routes = routes
-	r.FastPath = fastpath
+	fs.StringArrayVar(&rf.fastpath, "fastpath", nil, "LAN device to put the XDP fast path on (repeatable); decap then runs in XDP and forwards too")
+	completeWords(cmd, "mode", config.ModeBPF, config.ModeKernel)
+	completeWords(cmd, "decap", "auto", "xdp", "tc")
+	completeWords(cmd, "encap", "peer", "egress")
+	completeWords(cmd, "tc", "auto", "tcx", "clsact")
+	completeWords(cmd, "pmtudisc", "on", "off")
+	completeWords(cmd, "rp-filter", "strict", "loose", "off")
+	cmd.MarkFlagFilename("config", "yaml", "yml")
+	return rf
+}
+
+// completeWords offers the words a flag takes to shell completion.
+func completeWords(cmd *cobra.Command, flag string, words ...string) {
+	cmd.RegisterFlagCompletionFunc(flag, cobra.FixedCompletions(words, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// router reads the router the flags describe; with --config, the file is
+// read again at each call, so a reload sees its changes.
+func (rf *routerFlags) router() (config.Router, error) {
+	r, t := rf.r, rf.t
+	t.Routes = rf.routes
+	r.FastPath = rf.fastpath
 	tunnelFlags := false
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "name", "local", "remote", "encaplimit", "key", "ikey", "okey", "ttl", "tos", "overlay", "peer", "overlay6", "peer6", "route", "rp-filter",
-			"pmtudisc", "seq", "iseq", "oseq", "csum", "icsum", "ocsum":
-			tunnelFlags = true
-		}
-	})
-	if file == "" {
-		if site != "" {
-			return r, errors.New("attach: --site picks a part of a config file: give --config FILE too")
+	for _, name := range tunnelFlagNames {
+		tunnelFlags = tunnelFlags || rf.flags.Changed(name)
+	}
+	if rf.file == "" {
+		if rf.site != "" {
+			return r, errors.New("--site picks a part of a config file: give --config FILE too")
 		}
 		if tunnelFlags {
 			r.Tunnels = []config.Tunnel{t}
@@ -83,39 +99,54 @@ func attachRouter(g *globals, args []string) (config.Router, error) {
 		return r, nil
 	}
 	if tunnelFlags {
-		return r, errors.New("attach: give either --config or tunnel flags, not both")
+		return r, errors.New("give either --config or tunnel flags, not both")
 	}
-	fromFile, err := config.Load(file, site)
+	fromFile, err := config.Load(rf.file, rf.site)
 	if err != nil {
 		return r, err
 	}
 	// Flags given next to --config override the file's device-level settings.
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "dev":
-			fromFile.Device = r.Device
-		case "mode":
-			fromFile.Mode = r.Mode
-		case "decap":
-			fromFile.Decap = r.Decap
-		case "encap":
-			fromFile.Encap = r.Encap
-		case "xdp-generic":
-			fromFile.XDPGeneric = r.XDPGeneric
-		case "tc":
-			fromFile.TC = r.TC
-		case "fastpath":
-			fromFile.FastPath = r.FastPath
+	for name, apply := range map[string]func(){
+		"dev":         func() { fromFile.Device = r.Device },
+		"mode":        func() { fromFile.Mode = r.Mode },
+		"decap":       func() { fromFile.Decap = r.Decap },
+		"encap":       func() { fromFile.Encap = r.Encap },
+		"xdp-generic": func() { fromFile.XDPGeneric = r.XDPGeneric },
+		"tc":          func() { fromFile.TC = r.TC },
+		"fastpath":    func() { fromFile.FastPath = r.FastPath },
+	} {
+		if rf.flags.Changed(name) {
+			apply()
 		}
-	})
+	}
 	return fromFile, nil
 }
 
-func runAttach(g *globals, args []string) error {
-	r, err := attachRouter(g, args)
-	if err != nil {
-		return err
+func attachCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "attach (--config FILE [--site NAME] | --dev WAN --local A --remote B --overlay X --peer Y --route PREFIX...)",
+		Short: "Load the data plane on a WAN device and set up tunnels and routes",
+		Long: `attach loads the data plane on the WAN device and sets up each tunnel's
+interface, addresses and routes, as one transaction: a failure at any step
+leaves what was there before. Run again with a changed router, it applies
+the difference; with the same one, it changes nothing.`,
+		Example: `  grebpf --netns r1 attach --dev wan1 --local 10.100.0.1 --remote 10.200.0.1 \
+      --overlay 192.168.1.1 --peer 192.168.1.2 --route 172.16.200.0/24
+  grebpf attach --config /etc/grebpf/grebpf.yaml`,
 	}
+	rf := addRouterFlags(cmd)
+	cmd.RunE = func(*cobra.Command, []string) error {
+		r, err := rf.router()
+		if err != nil {
+			return fmt.Errorf("attach: %w", err)
+		}
+		return attach(g, r)
+	}
+	return rootCommand(cmd, true)
+}
+
+// attach applies r in the command's namespace and says what it did.
+func attach(g *globals, r config.Router) error {
 	ns, err := g.nsName()
 	if err != nil {
 		return err

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+
+	"github.com/spf13/cobra"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -10,9 +12,22 @@ import (
 	"github.com/grebpf/grebpf/internal/tunnel"
 )
 
-func runBench(g *globals, args []string) error {
-	fs := newFlags(g, "bench", "bench [--rounds 3] [--duration 5s] [--flows 1024] [--tcp 3s] [--routes N] [--rp-filter strict|loose|off] [--mode NAME,…] [--inner ipv4|ipv6] [--outer ipv4|ipv6] [--prog-stats] [--json]")
-	var o bench.Options
+func benchCmd(g *globals) *cobra.Command {
+	var (
+		o                  bench.Options
+		only, inner, outer string
+		asJSON             bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Packets/s and TCP of each mode on the lab, against ip_gre or kernel routing",
+		Long: `bench builds the lab once per mode, sends UDP from an XDP generator on lan1
+to a sink on lan2 through r1, the WAN router and r2, and measures what
+arrives, then TCP with iperf3. Modes take turns within each round and the
+medians are reported, with each mode's ratio to ip_gre (or to routing).`,
+		RunE: func(*cobra.Command, []string) error { return runBench(g, o, only, inner, outer, asJSON) },
+	}
+	fs := cmd.Flags()
 	fs.IntVar(&o.Rounds, "rounds", 3, "measure each mode this many times, modes taking turns, and report medians")
 	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "generator time per mode and round")
 	fs.IntVar(&o.Flows, "flows", 1024, "UDP flows (distinct source ports), 1..65535")
@@ -20,26 +35,31 @@ func runBench(g *globals, args []string) error {
 	fs.IntVar(&o.Routes, "routes", 0, "extra /32 routes in each grebpf router's tunnel (scale test)")
 	fs.StringVar(&o.RPFilter, "rp-filter", "", "the tunnels' inner source check (grebpf's, ip_gre's rp_filter): strict (default), loose or off")
 	fs.BoolVar(&o.ProgStats, "prog-stats", false, "report each BPF program's cost per run (kernel run-time statistics; lowers pps)")
-	only := fs.String("mode", "", "only these modes, comma-separated: generator, routing, xdp-forward, grebpf-tc-xdp, grebpf-tc-tc, grebpf-tc-egress, grebpf-fastpath, ip_gre")
-	inner := fs.String("inner", "ipv4", "what the generator and iperf3 send through the tunnels: ipv4 or ipv6")
-	outer := fs.String("outer", "ipv4", "the lab's WAN, and the tunnels' outer header: ipv4 (GRE over IPv4, against ip_gre) or ipv6 (GRE over IPv6, against ip6gre)")
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	switch *inner {
+	fs.StringVar(&only, "mode", "", "only these modes, comma-separated: "+strings.Join(bench.ModeNames(), ", "))
+	fs.StringVar(&inner, "inner", "ipv4", "what the generator and iperf3 send through the tunnels: ipv4 or ipv6")
+	fs.StringVar(&outer, "outer", "ipv4", "the lab's WAN, and the tunnels' outer header: ipv4 (GRE over IPv4, against ip_gre) or ipv6 (GRE over IPv6, against ip6gre)")
+	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	completeWords(cmd, "mode", bench.ModeNames()...)
+	completeWords(cmd, "inner", "ipv4", "ipv6")
+	completeWords(cmd, "outer", "ipv4", "ipv6")
+	completeWords(cmd, "rp-filter", "strict", "loose", "off")
+	return rootCommand(cmd, false)
+}
+
+func runBench(g *globals, o bench.Options, only, inner, outer string, asJSON bool) error {
+	switch inner {
 	case "ipv4":
 	case "ipv6":
 		o.IPv6 = true
 	default:
-		return fmt.Errorf("inner %q: use ipv4 or ipv6", *inner)
+		return fmt.Errorf("inner %q: use ipv4 or ipv6", inner)
 	}
-	switch *outer {
+	switch outer {
 	case "ipv4":
 	case "ipv6":
 		o.OuterIPv6 = true
 	default:
-		return fmt.Errorf("outer %q: use ipv4 or ipv6", *outer)
+		return fmt.Errorf("outer %q: use ipv4 or ipv6", outer)
 	}
 	if o.Rounds < 1 {
 		return fmt.Errorf("rounds %d: use 1 or more", o.Rounds)
@@ -52,18 +72,15 @@ func runBench(g *globals, args []string) error {
 			return err
 		}
 	}
-	if *only != "" {
-		o.Only = strings.Split(*only, ",")
-	}
-	if g.netns != "" {
-		return fmt.Errorf("bench builds its own lab: drop --netns")
+	if only != "" {
+		o.Only = strings.Split(only, ",")
 	}
 	progress := func(s string) { fmt.Fprintf(g.err, "grebpf bench: %s\n", s) }
 	results, err := bench.Run(o, progress)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		return g.printJSON(results)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)

@@ -4,16 +4,26 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/spf13/cobra"
+
 	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/loader"
 )
 
-func runDetach(g *globals, args []string) error {
-	fs := newFlags(g, "detach", "detach [--wait 60s]")
-	fs.DurationVar(&loader.LockWait, "wait", loader.LockWait, "how long to wait while another grebpf attaches or detaches in the namespace")
-	if err := parse(fs, args); err != nil {
-		return err
+func detachCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "detach",
+		Short: "Remove everything attach set up",
+		Long: `detach removes the programs, pins, tunnel interfaces, addresses and routes
+attach set up in the namespace, and puts back what attach changed (GRO on
+the WAN device). With nothing attached, it says so and succeeds.`,
+		RunE: func(*cobra.Command, []string) error { return detach(g) },
 	}
+	cmd.Flags().DurationVar(&loader.LockWait, "wait", loader.LockWait, "how long to wait while another grebpf attaches or detaches in the namespace")
+	return rootCommand(cmd, true)
+}
+
+func detach(g *globals) error {
 	ns, err := g.nsName()
 	if err != nil {
 		return err

@@ -1,57 +1,32 @@
 // Command grebpf runs a GRE tunnel whose data plane is eBPF.
 //
-//	grebpf [--netns NAME] attach|detach|stats|show …
-//	grebpf lab up [--tunnel none|bpf|kernel] | lab down
+//	grebpf [--netns NAME] attach|detach|run|stats|show …
+//	grebpf lab up|down|config, grebpf bench
 package main
 
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/grebpf/grebpf/internal/netns"
 	"github.com/grebpf/grebpf/loader"
 )
 
-const usage = `usage: grebpf [--netns NAME] COMMAND [flags]
-
-commands:
-  attach   load the data plane on a WAN device and configure tunnels and routes
-  detach   remove everything attach created
-  stats    per-tunnel traffic and per-reason drop/pass counters
-  show     tunnels, routes, attach mode and kernel features in use
-  lab      lab up [--tunnel none|bpf|kernel] [--fastpath] | lab down: the built-in site-to-site lab
-  bench    pps and TCP of each mode on the lab, against ip_gre or kernel routing
-
-Run "grebpf COMMAND --help" for a command's flags.
-`
-
-type command struct {
-	run func(g *globals, args []string) error
-	// root says whether the command changes or reads BPF/netlink state.
-	root bool
-}
-
-var commands = map[string]command{
-	"attach": {runAttach, true},
-	"detach": {runDetach, true},
-	"stats":  {runStats, true},
-	"show":   {runShow, true},
-	"lab":    {runLab, true},
-	"bench":  {runBench, true},
-}
-
-// globals are the flags before the command name.
+// globals are what every command shares: the root's flags and where
+// output goes.
 type globals struct {
 	netns string
 	out   io.Writer
-	err   io.Writer // progress and warnings
+	err   io.Writer // progress, warnings and logs
+	// leaveNetns returns the thread to its namespace after the command.
+	leaveNetns func() error
 }
 
 func main() {
@@ -63,42 +38,95 @@ func main() {
 
 // oneLine keeps an error to one line however many causes it joins.
 func oneLine(err error) string {
-	return strings.ReplaceAll(err.Error(), "\n", "; ")
+	var parts []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func run(args []string, out io.Writer) error {
 	g := &globals{out: out, err: os.Stderr}
-	fs := flag.NewFlagSet("grebpf", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.StringVar(&g.netns, "netns", "", "run in the named network namespace (ip netns)")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%v\n%s", err, usage)
+	root := newRoot(g)
+	root.SetArgs(append([]string{}, args...)) // never nil: nil makes cobra read os.Args
+	_, err := root.ExecuteC()
+	if g.leaveNetns != nil {
+		g.leaveNetns()
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprint(out, usage)
-		return errors.New("no command given")
+	if err != nil && strings.HasPrefix(err.Error(), "unknown command") {
+		return fmt.Errorf("%w\nrun grebpf --help for the commands", err)
 	}
-	name := fs.Arg(0)
-	cmd, ok := commands[name]
-	if !ok {
-		return fmt.Errorf("unknown command %q: use attach, detach, stats, show or lab", name)
+	return err
+}
+
+// needsRoot marks a command that changes or reads BPF and netlink state;
+// netnsAware one that acts inside --netns (the others build their own
+// namespaces).
+const (
+	needsRoot  = "grebpf/root"
+	netnsAware = "grebpf/netns"
+)
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "grebpf",
+		Short: "GRE tunnels whose data plane is eBPF",
+		Long: `grebpf runs GRE tunnels (RFC 2784/2890, over IPv4 or IPv6) with an eBPF data
+plane on a router's WAN device: XDP or TC programs decapsulate and
+encapsulate, and an optional XDP fast path forwards without the kernel stack.
+Each tunnel is an interface (gre1, ...) that routes, routing daemons,
+firewalls and tcpdump use as they would an ip_gre one.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SetOut(g.err)
+			cmd.Usage()
+			return errors.New("no command given: run grebpf --help for the commands")
+		},
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Annotations[needsRoot] != "" {
+				if err := checkPrivileges(); err != nil {
+					return err
+				}
+			}
+			if g.netns == "" {
+				return nil
+			}
+			if cmd.Annotations[netnsAware] == "" {
+				return fmt.Errorf("%s builds its own lab: drop --netns", cmd.Name())
+			}
+			restore, err := netns.Enter(g.netns)
+			if err != nil {
+				return err
+			}
+			g.leaveNetns = restore
+			return nil
+		},
 	}
-	if cmd.root {
-		if err := checkPrivileges(); err != nil {
-			return err
-		}
+	root.SetOut(g.out)
+	root.SetErr(g.err)
+	root.PersistentFlags().StringVar(&g.netns, "netns", "", "act in the named network namespace (ip netns)")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w: run %s --help for its flags", err, cmd.CommandPath())
+	})
+	root.AddCommand(attachCmd(g), detachCmd(g), runCmd(g), statsCmd(g), showCmd(g), labCmd(g), benchCmd(g), versionCmd(g), manCmd(g))
+	return root
+}
+
+// rootCommand marks cmd as needing root, and as acting in --netns if
+// inNetns.
+func rootCommand(cmd *cobra.Command, inNetns bool) *cobra.Command {
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
 	}
-	if g.netns != "" && name != "lab" && name != "bench" {
-		restore, err := netns.Enter(g.netns)
-		if err != nil {
-			return err
-		}
-		defer restore()
+	cmd.Annotations[needsRoot] = "yes"
+	if inNetns {
+		cmd.Annotations[netnsAware] = "yes"
 	}
-	if err := cmd.run(g, fs.Args()[1:]); !errors.Is(err, errHelp) {
-		return err
-	}
-	return nil
+	cmd.Args = cobra.NoArgs
+	return cmd
 }
 
 // nsName names the namespace the command acts on, for pins and messages.
@@ -116,7 +144,12 @@ func (g *globals) state() (loader.State, error) {
 		return loader.State{}, err
 	}
 	if b := loader.AttachedBackend(ns); b != nil {
-		return b.State(ns)
+		st, err := b.State(ns)
+		health := loader.Health(ns)
+		for i := range st.Tunnels {
+			st.Tunnels[i].Health = health[st.Tunnels[i].Name]
+		}
+		return st, err
 	}
 	return loader.ReadState(ns) // says that nothing is attached, and what to do
 }
@@ -141,30 +174,3 @@ func checkPrivileges() error {
 	}
 	return nil
 }
-
-// newFlags makes a subcommand's flag set; --help prints its flags.
-func newFlags(g *globals, name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(g.out)
-	fs.Usage = func() {
-		fmt.Fprintf(g.out, "usage: grebpf [--netns NAME] %s\n\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parse parses flags and refuses stray arguments.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
-	}
-	return nil
-}
-
-var errHelp = errors.New("help requested")

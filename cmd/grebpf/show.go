@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+
+	"github.com/spf13/cobra"
 	"net/netip"
 	"strings"
 	"text/tabwriter"
@@ -94,12 +96,18 @@ type showOut struct {
 	Problems []string `json:"problems"`
 }
 
-func runShow(g *globals, args []string) error {
-	fs := newFlags(g, "show", "show [--json]")
-	asJSON := fs.Bool("json", false, "print JSON for scripts")
-	if err := parse(fs, args); err != nil {
-		return err
+func showCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show",
+		Short: "Tunnels, routes, attach mode, kernel features in use and problems",
+		RunE:  func(*cobra.Command, []string) error { return show(g, asJSON) },
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	return rootCommand(cmd, true)
+}
+
+func show(g *globals, asJSON bool) error {
 	st, err := g.state()
 	if err != nil {
 		return err
@@ -141,7 +149,7 @@ func runShow(g *globals, args []string) error {
 	for _, r := range st.Routes {
 		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), r.Tunnel})
 	}
-	if *asJSON {
+	if asJSON {
 		return g.printJSON(out)
 	}
 	decap := out.Decap

@@ -119,6 +119,15 @@ type mode struct {
 // progs are the bench programs, loaded once.
 type progs struct{ objs bpf.BenchObjects }
 
+// ModeNames are the modes bench measures, in the order it runs them.
+func ModeNames() []string {
+	var names []string
+	for _, m := range modes(Options{}) {
+		names = append(names, m.name)
+	}
+	return names
+}
+
 func modes(o Options) []mode {
 	toLAN2 := [2]string{"lan2", "eth0"}
 	return []mode{

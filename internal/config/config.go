@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -72,6 +73,48 @@ type Router struct {
 	// encapsulates and redirects itself; with it, WAN decap forwards too.
 	FastPath []string `yaml:"fastpath,omitempty"`
 	Tunnels  []Tunnel `yaml:"tunnels,omitempty"`
+	// Health is how grebpf run probes the tunnels; attach ignores it.
+	Health Health `yaml:"health,omitempty"`
+}
+
+// Health is grebpf run's dead-peer detection: an ICMP echo to each
+// tunnel's peer address through the tunnel every Interval; Misses
+// unanswered in a row mark the tunnel down, one answer up again. With
+// Withdraw, a tunnel's routes are taken out of the kernel while it is
+// down, so a backup route or a routing daemon takes over.
+type Health struct {
+	Interval string `yaml:"interval,omitempty"` // a Go duration; default 1s, "0" turns probing off
+	Misses   int    `yaml:"misses,omitempty"`   // default 3
+	Withdraw bool   `yaml:"withdraw,omitempty"`
+}
+
+// Health defaults.
+const (
+	DefaultHealthInterval = time.Second
+	DefaultHealthMisses   = 3
+)
+
+// Probe reads h: the interval (0: no probing) and the misses, defaults
+// filled in.
+func (h Health) Probe() (time.Duration, int, error) {
+	interval, misses := DefaultHealthInterval, DefaultHealthMisses
+	if h.Interval != "" {
+		d, err := time.ParseDuration(h.Interval)
+		if h.Interval == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 || (d > 0 && d < 10*time.Millisecond) {
+			return 0, 0, fmt.Errorf("health: interval %q: use a duration of 10ms or more (1s, 500ms), or 0 for no probes", h.Interval)
+		}
+		interval = d
+	}
+	if h.Misses < 0 || h.Misses > 1000 {
+		return 0, 0, fmt.Errorf("health: misses %d: use 1..1000", h.Misses)
+	}
+	if h.Misses > 0 {
+		misses = h.Misses
+	}
+	return interval, misses, nil
 }
 
 // Tunnel is one GRE tunnel and the inner prefixes routed into it.
@@ -181,6 +224,9 @@ func (r Router) Validate(wanMTU int) (Plan, error) {
 	p := Plan{Device: r.Device, Mode: r.Mode, Decap: r.Decap, Encap: r.Encap, XDPGeneric: r.XDPGeneric, TC: r.TC, FastPath: r.FastPath}
 	if p.Device == "" {
 		return p, fmt.Errorf("no WAN device: give --dev NAME (or device: in the config)")
+	}
+	if _, _, err := r.Health.Probe(); err != nil {
+		return p, err
 	}
 	switch p.Mode {
 	case "":

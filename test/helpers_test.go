@@ -67,7 +67,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		grebpfBin = filepath.Join(dir, "grebpf")
-		if out, err := exec.Command("go", "build", "-o", grebpfBin, "../cmd/grebpf").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-buildvcs=auto", "-o", grebpfBin, "../cmd/grebpf").CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build grebpf: %v\n%s", err, out)
 			return 1
 		}
@@ -271,6 +271,7 @@ type statsJSON struct {
 		RxBytes   uint64 `json:"rx_bytes"`
 		TxPackets uint64 `json:"tx_packets"`
 		TxBytes   uint64 `json:"tx_bytes"`
+		Health    string `json:"health"`
 	} `json:"tunnels"`
 	Reasons []struct {
 		Reason  string `json:"reason"`

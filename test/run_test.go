@@ -1,0 +1,416 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/grebpf/grebpf/internal/config"
+	"github.com/grebpf/grebpf/internal/lab"
+	"github.com/grebpf/grebpf/internal/netns"
+)
+
+// runningGrebpf is a grebpf run started by a test, with what it logged and
+// what it told systemd.
+type runningGrebpf struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	log    bytes.Buffer
+	notify chan string
+	exited chan error
+}
+
+func (r *runningGrebpf) Write(b []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.log.Write(b)
+}
+
+func (r *runningGrebpf) logs() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.log.String()
+}
+
+// startRun starts grebpf run under a stand-in for systemd's notify
+// socket, and waits for READY=1.
+func startRun(t *testing.T, args ...string) *runningGrebpf {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	r := &runningGrebpf{notify: make(chan string, 64), exited: make(chan error, 1)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			r.notify <- string(buf[:n])
+		}
+	}()
+	r.cmd = exec.Command(grebpfBin, args...)
+	r.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	r.cmd.Stdout, r.cmd.Stderr = r, r
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.exited <- r.cmd.Wait() }()
+	t.Cleanup(func() {
+		r.cmd.Process.Kill()
+		<-r.exited
+	})
+	r.expectNotify(t, "READY=1")
+	return r
+}
+
+// expectNotify waits for a notification that starts with want.
+func (r *runningGrebpf) expectNotify(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.After(2 * time.Minute)
+	for {
+		select {
+		case s := <-r.notify:
+			if strings.HasPrefix(s, want) {
+				return
+			}
+		case err := <-r.exited:
+			r.exited <- err
+			t.Fatalf("grebpf run exited (%v) before telling systemd %s:\n%s", err, want, r.logs())
+		case <-deadline:
+			t.Fatalf("grebpf run did not tell systemd %s:\n%s", want, r.logs())
+		}
+	}
+}
+
+// stop sends sig and wants grebpf run to exit 0.
+func (r *runningGrebpf) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	r.cmd.Process.Signal(sig)
+	select {
+	case err := <-r.exited:
+		r.exited <- err
+		if err != nil {
+			t.Fatalf("grebpf run on %v: %v\n%s", sig, err, r.logs())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("grebpf run still running a minute after %v:\n%s", sig, r.logs())
+	}
+}
+
+// routerFile writes r as a config file.
+func routerFile(t *testing.T, r config.Router) string {
+	t.Helper()
+	b, err := yaml.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeConfig(t, string(b))
+}
+
+// get fetches a URL from inside a namespace.
+func get(t *testing.T, ns, url string) (int, string) {
+	t.Helper()
+	var code int
+	var body []byte
+	err := netns.Do(ns, func() error {
+		// The connection is made here, on the thread in ns: a transport
+		// dials on goroutines of its own, which may run anywhere.
+		host := strings.SplitN(strings.TrimPrefix(url, "http://"), "/", 2)[0]
+		conn, err := net.Dial("tcp", host)
+		if err != nil {
+			return err
+		}
+		dial := func(context.Context, string, string) (net.Conn, error) { return conn, nil }
+		c := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}, Timeout: 30 * time.Second}
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		code = resp.StatusCode
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("GET %s in %s: %v", url, ns, err)
+	}
+	return code, string(body)
+}
+
+// scrape reads /metrics with the Prometheus text parser, and checks it
+// with promtool as Prometheus would.
+func scrape(t *testing.T, ns, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, text := get(t, ns, "http://"+addr+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d\n%s", code, text)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, text)
+	}
+	if _, err := exec.LookPath("promtool"); err != nil {
+		t.Fatal("checking the metrics needs promtool: install Debian's prometheus (make deps)")
+	}
+	lint := exec.Command("promtool", "check", "metrics")
+	lint.Stdin = strings.NewReader(text)
+	if out, err := lint.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	return fams
+}
+
+// metric is the value of the family's metric with the labels given.
+func metric(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	t.Helper()
+	f, ok := fams[name]
+	if !ok {
+		t.Fatalf("no metric %s", name)
+	}
+next:
+	for _, m := range f.Metric {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, l := range m.Label {
+				found = found || (l.GetName() == labels[i] && l.GetValue() == labels[i+1])
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		}
+	}
+	t.Fatalf("no metric %s%v", name, labels)
+	return 0
+}
+
+func health(t *testing.T, ns string) string { return stats(t, ns).Tunnels[0].Health }
+
+// grebpf run on the lab as a service: ready under systemd's protocol,
+// metrics that agree with stats and pass promtool, a dead peer found and
+// its routes withdrawn when the WAN is cut and put back when it heals,
+// SIGHUP reloads (a broken config leaves the running one), SIGTERM leaves
+// the data plane or, with --detach-on-exit, removes it.
+func TestRun(t *testing.T) {
+	labUp(t)
+	grebpf(t, attachArgs("r2")...)
+	cfg := lab.Default.Router(lab.Site(1))
+	const interval, misses = 500 * time.Millisecond, 3
+	cfg.Health = config.Health{Interval: interval.String(), Misses: misses, Withdraw: true}
+	file := routerFile(t, cfg)
+	const addr = "127.0.0.1:9477"
+	d := startRun(t, "--netns", "r1", "run", "--config", file, "--metrics-addr", addr)
+	t.Cleanup(func() { execute(t, grebpfBin, "--netns", "r1", "detach") })
+
+	eventually(t, time.Minute, func() string {
+		if h := health(t, "r1"); h != "up" {
+			return "gre1's health is " + h + ", not up, with the peer there"
+		}
+		return ""
+	})
+	mustPing(t, "lan1", "172.16.200.1")
+
+	before := stats(t, "r1")
+	fams := scrape(t, "r1", addr)
+	after := stats(t, "r1")
+	between := func(name string, m float64, lo, hi uint64) {
+		if m < float64(lo) || m > float64(hi) {
+			t.Errorf("%s = %v, not within stats' %d..%d read either side", name, m, lo, hi)
+		}
+	}
+	tb, ta := before.Tunnels[0], after.Tunnels[0]
+	between("rx_packets", metric(t, fams, "grebpf_tunnel_rx_packets_total", "tunnel", "gre1"), tb.RxPackets, ta.RxPackets)
+	between("rx_bytes", metric(t, fams, "grebpf_tunnel_rx_bytes_total", "tunnel", "gre1"), tb.RxBytes, ta.RxBytes)
+	between("tx_packets", metric(t, fams, "grebpf_tunnel_tx_packets_total", "tunnel", "gre1"), tb.TxPackets, ta.TxPackets)
+	between("tx_bytes", metric(t, fams, "grebpf_tunnel_tx_bytes_total", "tunnel", "gre1"), tb.TxBytes, ta.TxBytes)
+	for i, r := range after.Reasons {
+		between(r.Reason, metric(t, fams, "grebpf_packets_total", "reason", r.Reason, "action", r.Action), before.Reasons[i].Packets, r.Packets)
+	}
+	if tb.TxPackets < 3 {
+		t.Errorf("tx_packets %d after a ping and probes", tb.TxPackets)
+	}
+	if up := metric(t, fams, "grebpf_tunnel_up", "tunnel", "gre1"); up != 1 {
+		t.Errorf("grebpf_tunnel_up %v with the peer answering", up)
+	}
+	if mtu := metric(t, fams, "grebpf_tunnel_path_mtu", "tunnel", "gre1"); mtu != 1500 {
+		t.Errorf("grebpf_tunnel_path_mtu %v, want the WAN's 1500", mtu)
+	}
+	if sent, answered := metric(t, fams, "grebpf_tunnel_probes_sent_total", "tunnel", "gre1"), metric(t, fams, "grebpf_tunnel_probes_answered_total", "tunnel", "gre1"); answered < 1 || answered > sent {
+		t.Errorf("probes: %v sent, %v answered", sent, answered)
+	}
+	if code, body := get(t, "r1", "http://"+addr+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+
+	// stats --watch, piped: one table per interval, no terminal codes, and
+	// the probes' traffic as rates.
+	watch := grebpf(t, "--netns", "r1", "stats", "--watch", "--interval", "1s", "--count", "3")
+	if n := strings.Count(watch, "grebpf stats in r1 at "); n != 3 || strings.Contains(watch, "\x1b") {
+		t.Errorf("stats --watch --count 3, piped: %d tables:\n%q", n, watch)
+	}
+	for _, frame := range strings.Split(watch, "grebpf stats in r1 at ")[1:] {
+		var rxPPS, rxBPS, txPPS, txBPS, mtu, h string
+		if !scanRow(frame, "gre1", &rxPPS, &rxBPS, &txPPS, &txBPS, &mtu, &h) || h != "up" || txPPS == "0" || rxPPS == "0" {
+			t.Errorf("stats --watch table without gre1 up, receiving and sending its probes:\n%s", frame)
+		}
+	}
+
+	// Cut the WAN towards r2: the probes go unanswered.
+	in(t, "wan", "ip", "link", "set", "r2", "down")
+	cut := time.Now()
+	limit := interval*(misses+1) + 3*time.Second // the last answer may have come just before the cut
+	eventually(t, limit, func() string {
+		if h := health(t, "r1"); h != "down" {
+			return fmt.Sprintf("gre1 still %s %v after the WAN was cut", h, time.Since(cut).Round(time.Millisecond))
+		}
+		return ""
+	})
+	t.Logf("gre1 down %v after the WAN was cut (interval %v, misses %d)", time.Since(cut).Round(time.Millisecond), interval, misses)
+	eventually(t, 10*time.Second, func() string {
+		if rt := in(t, "r1", "ip", "route", "show", "172.16.200.0/24"); rt != "" {
+			return "the down tunnel's route is still there: " + rt
+		}
+		return ""
+	})
+	if up := metric(t, scrape(t, "r1", addr), "grebpf_tunnel_up", "tunnel", "gre1"); up != 0 {
+		t.Errorf("grebpf_tunnel_up %v with the WAN cut", up)
+	}
+	in(t, "wan", "ip", "link", "set", "r2", "up")
+	eventually(t, time.Minute, func() string {
+		if h := health(t, "r1"); h != "up" {
+			return "gre1 still " + h + " after the WAN healed"
+		}
+		if rt := in(t, "r1", "ip", "route", "show", "172.16.200.0/24"); !strings.Contains(rt, "dev gre1") {
+			return "the route through gre1 is not back: " + rt
+		}
+		return ""
+	})
+	mustPing(t, "lan1", "172.16.200.1")
+	for _, want := range []string{`msg="tunnel down" tunnel=gre1`, `msg="routes withdrawn" tunnel=gre1`, `msg="tunnel up" tunnel=gre1 peer=192.168.1.2 was=down`} {
+		if !strings.Contains(d.logs(), want) {
+			t.Errorf("run's log has no %s:\n%s", want, d.logs())
+		}
+	}
+
+	// SIGHUP: the file read again and attached again.
+	cfg.Tunnels[0].Routes = append(cfg.Tunnels[0].Routes, "172.16.250.0/24")
+	if b, err := yaml.Marshal(cfg); err != nil || os.WriteFile(file, b, 0o644) != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.expectNotify(t, "RELOADING=1")
+	d.expectNotify(t, "READY=1")
+	if rt := in(t, "r1", "ip", "route", "show", "172.16.250.0/24"); !strings.Contains(rt, "dev gre1") {
+		t.Errorf("after SIGHUP, the route added to the file is not there: %q\n%s", rt, d.logs())
+	}
+	// A broken file: the running config stays.
+	if err := os.WriteFile(file, []byte("tunnels: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.expectNotify(t, "READY=1")
+	if !strings.Contains(d.logs(), `msg="reload failed; the running config stays in place"`) {
+		t.Errorf("no reload failure logged:\n%s", d.logs())
+	}
+	if rt := in(t, "r1", "ip", "route", "show", "172.16.250.0/24"); !strings.Contains(rt, "dev gre1") {
+		t.Errorf("a failed reload changed the routes: %q", rt)
+	}
+	mustPing(t, "lan1", "172.16.200.1")
+
+	// SIGTERM: exit 0, the data plane stays and keeps carrying traffic.
+	d.stop(t, syscall.SIGTERM)
+	if !strings.Contains(d.logs(), `msg="stopping; the data plane stays in place" signal=terminated`) {
+		t.Errorf("no stop logged:\n%s", d.logs())
+	}
+	grebpf(t, "--netns", "r1", "show")
+	mustPing(t, "lan1", "172.16.200.1")
+	if h := health(t, "r1"); h != "" {
+		t.Errorf("health %q with no grebpf run probing", h)
+	}
+
+	// --detach-on-exit: SIGTERM removes it all.
+	d = startRun(t, "--netns", "r1", "run", "--config", routerFile(t, lab.Default.Router(lab.Site(1))), "--detach-on-exit", "--log-format", "json")
+	d.stop(t, syscall.SIGTERM)
+	if !strings.Contains(d.logs(), `"msg":"stopping; detached"`) {
+		t.Errorf("no detach logged:\n%s", d.logs())
+	}
+	refused(t, "nothing attached in network namespace r1", "--netns", "r1", "show")
+	if r := execute(t, "ip", "-n", "r1", "link", "show", "gre1"); r.code == 0 {
+		t.Errorf("gre1 is still there after --detach-on-exit")
+	}
+}
+
+// scanRow finds the table row that starts with name and reads its cells.
+func scanRow(table, name string, cells ...*string) bool {
+	for _, l := range strings.Split(table, "\n") {
+		f := strings.Fields(l)
+		if len(f) == len(cells)+1 && f[0] == name {
+			for i, c := range cells {
+				*c = f[i+1]
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// What the built binary says of itself, and what bash completes with it.
+func TestVersionAndCompletion(t *testing.T) {
+	head := strings.TrimSpace(execute(t, "git", "-C", "..", "rev-parse", "HEAD").out)
+	if v := grebpf(t, "version"); !strings.HasPrefix(v, "grebpf v") || !strings.Contains(v, "(commit "+head) {
+		t.Errorf("grebpf version: %q, want the module version and commit %s", v, head)
+	}
+	if r := execute(t, grebpfBin, "--help"); r.code != 0 || !strings.Contains(r.out, "Available Commands:") {
+		t.Errorf("grebpf --help: exit %d\n%s", r.code, r.out)
+	}
+	const bashCompletion = "/usr/share/bash-completion/bash_completion"
+	if _, err := os.Stat(bashCompletion); err != nil {
+		t.Fatal("completing in bash needs bash-completion: install it (make deps)")
+	}
+	for line, want := range map[string]string{
+		"grebpf att":                   "attach",
+		"grebpf lab u":                 "up",
+		"grebpf attach --mode ":        "bpf kernel",
+		"grebpf stats --wa":            "--watch",
+		"grebpf run --log-format ":     "text json",
+		"grebpf --netns r1 attach --t": "--tc --tos --ttl",
+	} {
+		script := fmt.Sprintf(`source %s; source <(grebpf completion bash)
+read -ra COMP_WORDS <<< %q; [[ %q == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE=%q; COMP_POINT=${#COMP_LINE}
+__start_grebpf 2>/dev/null; echo "${COMPREPLY[*]}"`, bashCompletion, line, line, line)
+		cmd := exec.Command("bash", "-c", script)
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(grebpfBin)+":"+os.Getenv("PATH"))
+		r := runCmd(t, cmd)
+		if got := strings.TrimSpace(r.out); got != want {
+			t.Errorf("bash completes %q with %q, want %q (%s)", line, got, want, r.stderr)
+		}
+	}
+}

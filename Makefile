@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 GO ?= go
-DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod bash-completion prometheus \
+DEBS := clang-19 llvm-19 libbpf-dev bpftool iproute2 iputils-ping traceroute iperf3 tcpdump ethtool kmod bash-completion prometheus systemd \
 	qemu-system-x86 busybox-static cpio xz-utils frr
 KERNEL ?= 6.12
 # In the emulated VMs, where Go runs several times slower: soak loops (hot

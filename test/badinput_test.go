@@ -41,6 +41,12 @@ func TestBadInput(t *testing.T) {
 		fmt.Fprintf(&many, "  - {name: t%d, local: 10.100.0.1, remote: 10.%d.%d.%d, overlay: 192.168.1.1, peer: 192.168.1.2}\n", i, 1+i>>16, i>>8&0xff, i&0xff)
 	}
 	tooMany := writeConfig(t, many.String())
+	// run, with r1's tunnel in flags as attach takes them.
+	run := func(extra ...string) []string {
+		a := append([]string{}, r1...)
+		a[2] = "run"
+		return append(a, extra...)
+	}
 	cases := []struct {
 		name   string
 		args   []string
@@ -75,6 +81,10 @@ func TestBadInput(t *testing.T) {
 		{"more tunnels than the maps hold", []string{"--netns", "r1", "attach", "--config", tooMany}, false,
 			fmt.Sprintf("config has %d tunnels; grebpf holds at most %d per network namespace: split them over namespaces", maxTunnels+1, maxTunnels)},
 		{"unknown topology", []string{"lab", "config", "--topology", "star"}, false, `topology "star": use mesh or hub`},
+		{"run probing too often", run("--health-interval", "5ms"), false, `health: interval "5ms": use a duration of 10ms or more (1s, 500ms), or 0 for no probes`},
+		{"run with a bad log level", run("--log-level", "loud"), false, `--log-level "loud": use debug, info, warn or error`},
+		{"run with a bad metrics address", run("--metrics-addr", "127.0.0.1:99999"), false, "--metrics-addr 127.0.0.1:99999"},
+		{"run with a broken config", []string{"--netns", "r1", "run", "--config", writeConfig(t, "tunnels: [\n")}, false, "config"},
 	}
 	if !haveIPGRE {
 		cases = append(cases, struct {

@@ -52,6 +52,13 @@ func (r *runningGrebpf) logs() string {
 // socket, and waits for READY=1.
 func startRun(t *testing.T, args ...string) *runningGrebpf {
 	t.Helper()
+	return startRunVia(t, nil, args...)
+}
+
+// startRunVia is startRun with the binary run by a command (nsenter,
+// setpriv).
+func startRunVia(t *testing.T, via []string, args ...string) *runningGrebpf {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
@@ -69,7 +76,8 @@ func startRun(t *testing.T, args ...string) *runningGrebpf {
 			r.notify <- string(buf[:n])
 		}
 	}()
-	r.cmd = exec.Command(grebpfBin, args...)
+	argv := append(append(append([]string{}, via...), grebpfBin), args...)
+	r.cmd = exec.Command(argv[0], argv[1:]...)
 	r.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	r.cmd.Stdout, r.cmd.Stderr = r, r
 	if err := r.cmd.Start(); err != nil {
@@ -282,36 +290,9 @@ func TestRun(t *testing.T) {
 		}
 	}
 
-	// Cut the WAN towards r2: the probes go unanswered.
-	in(t, "wan", "ip", "link", "set", "r2", "down")
-	cut := time.Now()
-	limit := interval*(misses+1) + 3*time.Second // the last answer may have come just before the cut
-	eventually(t, limit, func() string {
-		if h := health(t, "r1"); h != "down" {
-			return fmt.Sprintf("gre1 still %s %v after the WAN was cut", h, time.Since(cut).Round(time.Millisecond))
-		}
-		return ""
-	})
-	t.Logf("gre1 down %v after the WAN was cut (interval %v, misses %d)", time.Since(cut).Round(time.Millisecond), interval, misses)
-	eventually(t, 10*time.Second, func() string {
-		if rt := in(t, "r1", "ip", "route", "show", "172.16.200.0/24"); rt != "" {
-			return "the down tunnel's route is still there: " + rt
-		}
-		return ""
-	})
-	if up := metric(t, scrape(t, "r1", addr), "grebpf_tunnel_up", "tunnel", "gre1"); up != 0 {
+	if up := deadPeer(t, d, interval, misses, addr); up != 0 {
 		t.Errorf("grebpf_tunnel_up %v with the WAN cut", up)
 	}
-	in(t, "wan", "ip", "link", "set", "r2", "up")
-	eventually(t, time.Minute, func() string {
-		if h := health(t, "r1"); h != "up" {
-			return "gre1 still " + h + " after the WAN healed"
-		}
-		if rt := in(t, "r1", "ip", "route", "show", "172.16.200.0/24"); !strings.Contains(rt, "dev gre1") {
-			return "the route through gre1 is not back: " + rt
-		}
-		return ""
-	})
 	mustPing(t, "lan1", "172.16.200.1")
 	for _, want := range []string{`msg="tunnel down" tunnel=gre1`, `msg="routes withdrawn" tunnel=gre1`, `msg="tunnel up" tunnel=gre1 peer=192.168.1.2 was=down`} {
 		if !strings.Contains(d.logs(), want) {
@@ -355,8 +336,13 @@ func TestRun(t *testing.T) {
 		t.Errorf("health %q with no grebpf run probing", h)
 	}
 
-	// --detach-on-exit: SIGTERM removes it all.
-	d = startRun(t, "--netns", "r1", "run", "--config", routerFile(t, lab.Default.Router(lab.Site(1))), "--detach-on-exit", "--log-format", "json")
+	// --detach-on-exit: SIGTERM removes it all. This run has only the
+	// capabilities the systemd unit gives, in r1 as the unit would run in
+	// the host's namespace.
+	caps := unitCapabilities(t)
+	d = startRunVia(t, []string{"nsenter", "--net=/run/netns/r1", "setpriv", "--reuid", "0",
+		"--bounding-set", caps, "--inh-caps", caps, "--ambient-caps", caps},
+		"run", "--config", routerFile(t, lab.Default.Router(lab.Site(1))), "--detach-on-exit", "--log-format", "json")
 	d.stop(t, syscall.SIGTERM)
 	if !strings.Contains(d.logs(), `"msg":"stopping; detached"`) {
 		t.Errorf("no detach logged:\n%s", d.logs())
@@ -364,6 +350,101 @@ func TestRun(t *testing.T) {
 	refused(t, "nothing attached in network namespace r1", "--netns", "r1", "show")
 	if r := execute(t, "ip", "-n", "r1", "link", "show", "gre1"); r.code == 0 {
 		t.Errorf("gre1 is still there after --detach-on-exit")
+	}
+}
+
+// unitCapabilities are the capabilities dist/grebpf.service leaves the
+// service, as setpriv takes them: -all,+bpf,+net_admin…
+func unitCapabilities(t *testing.T) string {
+	t.Helper()
+	unit, err := os.ReadFile("../dist/grebpf.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(unit), "\n") {
+		if caps, ok := strings.CutPrefix(l, "CapabilityBoundingSet="); ok {
+			out := "-all"
+			for _, c := range strings.Fields(caps) {
+				out += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+			}
+			return out
+		}
+	}
+	t.Fatal("dist/grebpf.service has no CapabilityBoundingSet")
+	return ""
+}
+
+// deadPeer cuts the WAN towards r2 and wants r1's grebpf run to mark gre1
+// down within (misses+1) intervals and withdraw its route, then heals the
+// WAN and wants both back. It returns grebpf_tunnel_up while cut, where
+// run serves metrics on addr.
+func deadPeer(t *testing.T, d *runningGrebpf, interval time.Duration, misses int, addr string) (up float64) {
+	t.Helper()
+	in(t, "wan", "ip", "link", "set", "r2", "down")
+	cut := time.Now()
+	limit := interval*time.Duration(misses+1) + 3*time.Second // the last answer may have come just before the cut
+	eventually(t, limit, func() string {
+		if h := health(t, "r1"); h != "down" {
+			return fmt.Sprintf("gre1 still %s %v after the WAN was cut", h, time.Since(cut).Round(time.Millisecond))
+		}
+		return ""
+	})
+	t.Logf("gre1 down %v after the WAN was cut (interval %v, misses %d)", time.Since(cut).Round(time.Millisecond), interval, misses)
+	eventually(t, 10*time.Second, func() string {
+		if rt := in(t, "r1", "ip", "route", "show", "172.16.200.0/24"); rt != "" {
+			return "the down tunnel's route is still there: " + rt
+		}
+		return ""
+	})
+	if addr != "" {
+		up = metric(t, scrape(t, "r1", addr), "grebpf_tunnel_up", "tunnel", "gre1")
+	}
+	in(t, "wan", "ip", "link", "set", "r2", "up")
+	eventually(t, time.Minute, func() string {
+		if h := health(t, "r1"); h != "up" {
+			return "gre1 still " + h + " after the WAN healed"
+		}
+		if rt := in(t, "r1", "ip", "route", "show", "172.16.200.0/24"); !strings.Contains(rt, "dev gre1") {
+			return "the route through gre1 is not back: " + rt
+		}
+		return ""
+	})
+	mustPing(t, "lan1", "172.16.200.1")
+	for _, want := range []string{`msg="tunnel down" tunnel=gre1`, `msg="routes withdrawn" tunnel=gre1`, `msg="tunnel up" tunnel=gre1 peer=192.168.1.2 was=down`} {
+		if !strings.Contains(d.logs(), want) {
+			t.Errorf("run's log has no %s:\n%s", want, d.logs())
+		}
+	}
+	return up
+}
+
+// Health against ip_gre, in the VM: a grebpf run whose peer is a plain
+// ip_gre tunnel (which only answers the echo), and grebpf run managing
+// ip_gre itself (--mode kernel), each find the dead peer and its return.
+func TestParityHealth(t *testing.T) {
+	needIPGRE(t)
+	const interval, misses = 500 * time.Millisecond, 3
+	for _, c := range []struct{ name, r1Mode, r2Mode string }{
+		{"grebpf-to-ip_gre", config.ModeBPF, config.ModeKernel},
+		{"ip_gre-by-run", config.ModeKernel, config.ModeBPF},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			labUp(t)
+			grebpf(t, attachArgs("r2", "--mode", c.r2Mode)...)
+			cfg := lab.Default.Router(lab.Site(1))
+			cfg.Mode = c.r1Mode
+			cfg.Health = config.Health{Interval: interval.String(), Misses: misses, Withdraw: true}
+			d := startRun(t, "--netns", "r1", "run", "--config", routerFile(t, cfg))
+			t.Cleanup(func() { execute(t, grebpfBin, "--netns", "r1", "detach") })
+			eventually(t, time.Minute, func() string {
+				if h := health(t, "r1"); h != "up" {
+					return "gre1's health is " + h + ", not up, with the peer there"
+				}
+				return ""
+			})
+			deadPeer(t, d, interval, misses, "")
+			d.stop(t, syscall.SIGTERM)
+		})
 	}
 }
 
@@ -412,5 +493,45 @@ __start_grebpf 2>/dev/null; echo "${COMPREPLY[*]}"`, bashCompletion, line, line,
 		if got := strings.TrimSpace(r.out); got != want {
 			t.Errorf("bash completes %q with %q, want %q (%s)", line, got, want, r.stderr)
 		}
+	}
+}
+
+// The systemd unit in dist/ is one systemd takes (systemd-analyze verify,
+// with the binary and man pages where it looks), and its sandbox keeps
+// the exposure systemd measures low.
+func TestSystemdUnit(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Fatal("checking the unit needs systemd-analyze: install systemd")
+	}
+	unit, err := os.ReadFile("../dist/grebpf.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const installed = "/usr/local/bin/grebpf"
+	if !strings.Contains(string(unit), "ExecStart="+installed+" run ") {
+		t.Fatalf("the unit does not start %s run", installed)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "grebpf.service")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), installed, grebpfBin)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	man := filepath.Join(dir, "man")
+	grebpf(t, "man", "--dir", filepath.Join(man, "man8"))
+	verify := exec.Command("systemd-analyze", "verify", path)
+	verify.Env = append(os.Environ(), "MANPATH="+man)
+	if r := runCmd(t, verify); r.code != 0 {
+		t.Errorf("systemd-analyze verify: exit %d\n%s%s", r.code, r.out, r.stderr)
+	}
+	r := execute(t, "systemd-analyze", "security", "--offline=yes", path)
+	var level float64
+	i := strings.Index(r.out, "Overall exposure level for grebpf.service: ")
+	if i < 0 {
+		t.Fatalf("systemd-analyze security: exit %d\n%s%s", r.code, r.out, r.stderr)
+	}
+	fmt.Sscanf(r.out[i+len("Overall exposure level for grebpf.service: "):], "%g", &level)
+	t.Logf("systemd's exposure level for the unit: %.1f", level)
+	if level == 0 || level > 5 {
+		t.Errorf("exposure level %.1f: the sandbox lets the service do more than a network daemon needs\n%s", level, r.out)
 	}
 }

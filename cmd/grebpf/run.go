@@ -178,12 +178,8 @@ func (d *daemon) run() error {
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}
-	if err := d.apply(r); err != nil {
-		return err
-	}
-	defer d.stopProbes()
-	defer loader.RemoveHealth(d.ns)
-
+	// Listening first: an address that cannot be refuses run before
+	// anything is attached.
 	httpErr := make(chan error, 1)
 	if d.o.metricsAddr != "" {
 		srv, err := d.serveMetrics(httpErr)
@@ -192,6 +188,11 @@ func (d *daemon) run() error {
 		}
 		defer srv.Close()
 	}
+	if err := d.apply(r); err != nil {
+		return err
+	}
+	defer d.stopProbes()
+	defer loader.RemoveHealth(d.ns)
 	changes, stopWatching, err := watchKernel()
 	if err != nil {
 		return err

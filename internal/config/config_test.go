@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grebpf/grebpf/internal/tunnel"
 )
@@ -278,5 +279,51 @@ func TestValidateManyRoutes(t *testing.T) {
 	r.Tunnels[0].Routes = append(r.Tunnels[0].Routes, "100.0.200.0/24")
 	if _, err := r.Validate(1500); err == nil || !strings.Contains(err.Error(), "100.0.200.0/24 overlaps") {
 		t.Fatalf("overlap among many: %v", err)
+	}
+}
+
+// health: in YAML reads as run uses it, defaults filled in, and a bad
+// value is refused by attach's validation too, naming the fix.
+func TestHealth(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.yaml")
+	body := "device: wan1\nhealth: {interval: 250ms, misses: 5, withdraw: true}\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if interval, misses, err := r.Health.Probe(); err != nil || interval != 250*time.Millisecond || misses != 5 || !r.Health.Withdraw {
+		t.Errorf("health %+v: %v %d %v", r.Health, interval, misses, err)
+	}
+	for _, c := range []struct {
+		h        Health
+		interval time.Duration
+		misses   int
+		err      string
+	}{
+		{Health{}, time.Second, 3, ""},
+		{Health{Interval: "0"}, 0, 3, ""},
+		{Health{Interval: "2s", Misses: 1}, 2 * time.Second, 1, ""},
+		{Health{Interval: "1ms"}, 0, 0, `health: interval "1ms": use a duration of 10ms or more (1s, 500ms), or 0 for no probes`},
+		{Health{Interval: "often"}, 0, 0, `health: interval "often"`},
+		{Health{Misses: -1}, 0, 0, "health: misses -1: use 1..1000"},
+	} {
+		interval, misses, err := c.h.Probe()
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%+v: %v, want %q", c.h, err, c.err)
+			}
+			bad := r1()
+			bad.Health = c.h
+			if _, err := bad.Validate(1500); err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("Validate with %+v: %v, want %q", c.h, err, c.err)
+			}
+			continue
+		}
+		if err != nil || interval != c.interval || misses != c.misses {
+			t.Errorf("%+v: %v %d %v, want %v %d", c.h, interval, misses, err, c.interval, c.misses)
+		}
 	}
 }

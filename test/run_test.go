@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -244,6 +245,12 @@ func TestRun(t *testing.T) {
 		return ""
 	})
 	mustPing(t, "lan1", "172.16.200.1")
+	var shown struct {
+		Tunnels []struct{ Health string } `json:"tunnels"`
+	}
+	if err := json.Unmarshal([]byte(grebpf(t, "--netns", "r1", "show", "--json")), &shown); err != nil || len(shown.Tunnels) != 1 || shown.Tunnels[0].Health != "up" {
+		t.Errorf("show --json: %v, tunnels %+v, want gre1 up", err, shown.Tunnels)
+	}
 
 	before := stats(t, "r1")
 	fams := scrape(t, "r1", addr)

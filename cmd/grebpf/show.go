@@ -47,6 +47,9 @@ type showTunnel struct {
 	ICsum bool `json:"icsum"`
 	OCsum bool `json:"ocsum"`
 	pathMTU
+	// Health is up, down or probing while grebpf run probes the tunnel,
+	// else empty.
+	Health string `json:"health"`
 }
 
 // pathMTU is what ICMP taught about the path to a tunnel's remote: 0 when
@@ -144,7 +147,7 @@ func show(g *globals, asJSON bool) error {
 			key = t.OKey
 		}
 		out.Tunnels = append(out.Tunnels, showTunnel{t.Name, t.Link.Ifindex, t.Local.String(), t.Remote.String(), key, t.IKey, t.OKey,
-			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), addrString(t.Overlay6Local), addrString(t.Overlay6Remote), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], encapLimitName(t.Tunnel), t.ISeq, t.OSeq, t.ICsum, t.OCsum, pathMTUOf(t)})
+			ttl, tos, t.OverlayLocal.String(), t.OverlayRemote.String(), addrString(t.Overlay6Local), addrString(t.Overlay6Remote), t.MTU, t.RPFilter.String(), map[bool]string{false: "on", true: "off"}[t.NoPMTUDisc], encapLimitName(t.Tunnel), t.ISeq, t.OSeq, t.ICsum, t.OCsum, pathMTUOf(t), t.Health})
 	}
 	for _, r := range st.Routes {
 		out.Routes = append(out.Routes, showRoute{r.Prefix.String(), r.Tunnel})
@@ -180,7 +183,7 @@ func show(g *globals, asJSON bool) error {
 		fmt.Fprintln(g.out)
 	}
 	w := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU\tRP-FILTER\tPATH-MTU")
+	fmt.Fprintln(w, "TUNNEL\tLOCAL\tREMOTE\tKEY\tTTL\tTOS\tOVERLAY\tPEER\tMTU\tRP-FILTER\tPATH-MTU\tHEALTH")
 	for _, t := range out.Tunnels {
 		key := "none"
 		switch {
@@ -193,7 +196,7 @@ func show(g *globals, asJSON bool) error {
 		if t.Overlay6 != "" {
 			overlay, peer = overlay+","+t.Overlay6, peer+","+t.Peer6
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, overlay, peer, t.MTU, t.RPFilter, t.pathMTU)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.Name, t.Local, t.Remote, key, t.TTL, t.TOS, overlay, peer, t.MTU, t.RPFilter, t.pathMTU, orDash(t.Health))
 	}
 	w.Flush()
 	fmt.Fprintln(g.out)

@@ -24,7 +24,7 @@ type statsTunnel struct {
 	Remote  string `json:"remote"`
 	tunnel.Counters
 	pathMTU
-	Health string `json:"health,omitempty"`
+	Health string `json:"health"`
 }
 
 type statsReason struct {

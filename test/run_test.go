@@ -332,6 +332,18 @@ func TestRun(t *testing.T) {
 	}
 	mustPing(t, "lan1", "172.16.200.1")
 
+	// A change in the kernel that a new attach fixes: run attaches again.
+	in(t, "r1", "ip", "link", "del", "gre1")
+	eventually(t, time.Minute, func() string {
+		if !strings.Contains(d.logs(), `msg="attaching again to follow the change" what="tunnel gre1: its interface is gone`) {
+			return "run did not attach again after gre1 was deleted:\n" + d.logs()
+		}
+		if r := ping(t, "lan1", "172.16.200.1"); r.code != 0 {
+			return "no ping through the tunnel run made again:\n" + r.out
+		}
+		return ""
+	})
+
 	// SIGTERM: exit 0, the data plane stays and keeps carrying traffic.
 	d.stop(t, syscall.SIGTERM)
 	if !strings.Contains(d.logs(), `msg="stopping; the data plane stays in place" signal=terminated`) {

@@ -485,7 +485,7 @@ func scanRow(table, name string, cells ...*string) bool {
 func TestVersionAndCompletion(t *testing.T) {
 	head := strings.TrimSpace(execute(t, "git", "-C", "..", "rev-parse", "HEAD").out)
 	if v := grebpf(t, "version"); !strings.HasPrefix(v, "grebpf v") || !strings.Contains(v, "(commit "+head) {
-		t.Errorf("grebpf version: %q, want the module version and commit %s", v, head)
+		t.Errorf("grebpf version: %q, want the module version and commit %s (the checkout's HEAD: build grebpf again after committing)", v, head)
 	}
 	if r := execute(t, grebpfBin, "--help"); r.code != 0 || !strings.Contains(r.out, "Available Commands:") {
 		t.Errorf("grebpf --help: exit %d\n%s", r.code, r.out)
@@ -502,7 +502,7 @@ func TestVersionAndCompletion(t *testing.T) {
 		"grebpf run --log-format ":     "text json",
 		"grebpf --netns r1 attach --t": "--tc --tos --ttl",
 	} {
-		script := fmt.Sprintf(`source %s; source <(grebpf completion bash)
+		script := fmt.Sprintf(`source %s; eval "$(grebpf completion bash)"
 read -ra COMP_WORDS <<< %q; [[ %q == *" " ]] && COMP_WORDS+=("")
 COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE=%q; COMP_POINT=${#COMP_LINE}
 __start_grebpf 2>/dev/null; echo "${COMPREPLY[*]}"`, bashCompletion, line, line, line)

@@ -235,7 +235,7 @@ func TestRun(t *testing.T) {
 	cfg.Health = config.Health{Interval: interval.String(), Misses: misses, Withdraw: true}
 	file := routerFile(t, cfg)
 	const addr = "127.0.0.1:9477"
-	d := startRun(t, "--netns", "r1", "run", "--config", file, "--metrics-addr", addr)
+	d := startRun(t, "--netns", "r1", "run", "--config", file, "--metrics-addr", addr, "--prog-stats")
 	t.Cleanup(func() { execute(t, grebpfBin, "--netns", "r1", "detach") })
 
 	eventually(t, time.Minute, func() string {
@@ -267,6 +267,17 @@ func TestRun(t *testing.T) {
 	between("tx_bytes", metric(t, fams, "grebpf_tunnel_tx_bytes_total", "tunnel", "gre1"), tb.TxBytes, ta.TxBytes)
 	for i, r := range after.Reasons {
 		between(r.Reason, metric(t, fams, "grebpf_packets_total", "reason", r.Reason, "action", r.Action), before.Reasons[i].Packets, r.Packets)
+	}
+	// --prog-stats: the kernel counted every run of the data plane's
+	// programs since the attach: at least one per packet they carried.
+	if runs := metric(t, fams, "grebpf_program_runs_total", "program", "decap_tc"); runs < float64(tb.RxPackets) {
+		t.Errorf("decap_tc ran %v times, fewer than the %d packets it decapsulated", runs, tb.RxPackets)
+	}
+	if runs := metric(t, fams, "grebpf_program_runs_total", "program", "encap_tc"); runs < float64(tb.TxPackets) {
+		t.Errorf("encap_tc ran %v times, fewer than the %d packets it encapsulated", runs, tb.TxPackets)
+	}
+	if secs := metric(t, fams, "grebpf_program_run_seconds_total", "program", "encap_tc"); secs <= 0 {
+		t.Errorf("encap_tc ran for %v s", secs)
 	}
 	if tb.TxPackets < 3 {
 		t.Errorf("tx_packets %d after a ping and probes", tb.TxPackets)

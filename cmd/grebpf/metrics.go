@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 
+	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/loader"
 	"github.com/grebpf/grebpf/maps"
 )
@@ -23,6 +24,9 @@ type snapshot struct {
 	linkUp  map[string]bool
 	wanMTU  int
 	reloads map[string]uint64
+	// programs are the data plane's programs' run statistics, when the
+	// kernel keeps them.
+	programs map[string]loader.ProgramRuns
 }
 
 func (d *daemon) snapshot() snapshot {
@@ -41,6 +45,13 @@ func (d *daemon) snapshot() snapshot {
 	}
 	if l, err := netlink.LinkByName(s.state.Device); err == nil {
 		s.wanMTU = l.Attrs().MTU
+	}
+	if s.err == nil && s.state.Mode != config.ModeKernel && (d.o.progStats || loader.StatsEnabled()) {
+		if progs, err := loader.ProgramStats(d.ns); err == nil {
+			s.programs = progs
+		} else {
+			d.log.Debug("program statistics not read", "error", err)
+		}
 	}
 	return s
 }
@@ -61,6 +72,8 @@ var (
 	packetsDesc   = desc("grebpf_packets_total", "Packets the data plane dropped or passed to the kernel, by reason.", "reason", "action")
 	reloadsDesc   = desc("grebpf_reloads_total", "Reloads (SIGHUP or a kernel change a new attach fixes), by result.", "result")
 	attachedDesc  = desc("grebpf_attached", "1 while a data plane is attached in the namespace, else 0.")
+	progRunsDesc  = desc("grebpf_program_runs_total", "Runs of the data plane's BPF programs, every instance summed, while the kernel counts them (kernel.bpf_stats_enabled, or run --prog-stats).", "program")
+	progTimeDesc  = desc("grebpf_program_run_seconds_total", "Time the data plane's BPF programs ran, every instance summed, while the kernel counts it.", "program")
 )
 
 // metricsCollector reads a snapshot per scrape, so the figures are those
@@ -68,7 +81,7 @@ var (
 type metricsCollector struct{ d *daemon }
 
 func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rxPacketsDesc, rxBytesDesc, txPacketsDesc, txBytesDesc, upDesc, pathMTUDesc, probesDesc, answersDesc, packetsDesc, reloadsDesc, attachedDesc} {
+	for _, d := range []*prometheus.Desc{rxPacketsDesc, rxBytesDesc, txPacketsDesc, txBytesDesc, upDesc, pathMTUDesc, probesDesc, answersDesc, packetsDesc, reloadsDesc, attachedDesc, progRunsDesc, progTimeDesc} {
 		ch <- d
 	}
 }
@@ -112,6 +125,10 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for r := maps.Reason(1); int(r) < len(s.state.Reasons); r++ {
 		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(s.state.Reasons[r]), maps.ReasonName(r), reasonAction(r))
+	}
+	for name, p := range s.programs {
+		ch <- prometheus.MustNewConstMetric(progRunsDesc, prometheus.CounterValue, float64(p.Runs), name)
+		ch <- prometheus.MustNewConstMetric(progTimeDesc, prometheus.CounterValue, p.Runtime.Seconds(), name)
 	}
 }
 

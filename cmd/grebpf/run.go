@@ -14,8 +14,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/grebpf/grebpf/internal/config"
 	"github.com/grebpf/grebpf/loader"
@@ -24,6 +26,7 @@ import (
 type runOptions struct {
 	detachOnExit bool
 	metricsAddr  string
+	progStats    bool
 	logFormat    string
 	logLevel     string
 	// health flags, over the config's health: section
@@ -58,6 +61,7 @@ logs structured lines to stderr, serves Prometheus metrics on
 	fs := cmd.Flags()
 	fs.BoolVar(&o.detachOnExit, "detach-on-exit", false, "detach when stopped, instead of leaving the data plane in place")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on HOST:PORT (/metrics, and /healthz), in the namespace grebpf acts in")
+	fs.BoolVar(&o.progStats, "prog-stats", false, "turn on the kernel's BPF run-time statistics while running, for the program metrics (two clock reads a packet)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log lines as text (logfmt) or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.interval, "health-interval", "", "time between probes of each tunnel, 0 for none (health: interval; default 1s)")
@@ -187,6 +191,13 @@ func (d *daemon) run() error {
 			return err
 		}
 		defer srv.Close()
+	}
+	if d.o.progStats {
+		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		if err != nil {
+			return fmt.Errorf("run: --prog-stats: %w: this kernel cannot count BPF program runs", err)
+		}
+		defer stats.Close()
 	}
 	if err := d.apply(r); err != nil {
 		return err

@@ -308,6 +308,12 @@ func TestRun(t *testing.T) {
 		}
 	}
 
+	// On a terminal (script's pty) each table redraws the screen in place.
+	tty := execute(t, "script", "-qec", grebpfBin+" --netns r1 stats --watch --interval 300ms --count 2", "/dev/null")
+	if n := strings.Count(tty.out, "\x1b[H\x1b[2J"); tty.code != 0 || n != 2 {
+		t.Errorf("stats --watch on a terminal: exit %d, %d redraws, want 2:\n%q", tty.code, n, tty.out)
+	}
+
 	if up := deadPeer(t, d, interval, misses, addr); up != 0 {
 		t.Errorf("grebpf_tunnel_up %v with the WAN cut", up)
 	}

@@ -95,7 +95,10 @@ firewalls and tcpdump use as they would an ip_gre one.`,
 				return nil
 			}
 			if cmd.Annotations[netnsAware] == "" {
-				return fmt.Errorf("%s builds its own lab: drop --netns", cmd.Name())
+				if cmd.Annotations[needsRoot] != "" {
+					return fmt.Errorf("%s builds its own lab: drop --netns", cmd.Name())
+				}
+				return fmt.Errorf("%s does not act in a namespace: drop --netns", cmd.CommandPath())
 			}
 			restore, err := netns.Enter(g.netns)
 			if err != nil {

@@ -31,6 +31,7 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"bench", "--flows", "0"}, "flows 0: use 1..65535"},
 		{[]string{"--netns", "r1", "bench"}, "bench builds its own lab: drop --netns"},
 		{[]string{"man"}, `required flag(s) "dir" not set`},
+		{[]string{"--netns", "r1", "version"}, "grebpf version does not act in a namespace: drop --netns"},
 		{[]string{"run", "--log-format", "xml"}, `--log-format "xml": use text or json`},
 		{[]string{"stats", "--watch", "--interval", "1ms"}, "--interval 1ms: use 10ms or more"},
 	} {

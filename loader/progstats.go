@@ -45,6 +45,15 @@ func ProgramStats(ns string) (map[string]ProgramRuns, error) {
 	if len(ours) == 0 {
 		return nil, fmt.Errorf("no map IDs for the data plane of %s", ns)
 	}
+	return SumProgramRuns(func(info *ebpf.ProgramInfo) bool {
+		maps, ok := info.MapIDs()
+		return ok && slices.ContainsFunc(maps, func(id ebpf.MapID) bool { return ours[id] })
+	})
+}
+
+// SumProgramRuns sums, by name, the run statistics of every loaded
+// program keep takes.
+func SumProgramRuns(keep func(*ebpf.ProgramInfo) bool) (map[string]ProgramRuns, error) {
 	out := map[string]ProgramRuns{}
 	var id ebpf.ProgramID
 	for {
@@ -60,19 +69,16 @@ func ProgramStats(ns string) (map[string]ProgramRuns, error) {
 		if err != nil {
 			continue // gone since listed
 		}
-		pinfo, ierr := prog.Info()
+		info, ierr := prog.Info()
 		stats, serr := prog.Stats()
 		prog.Close()
-		if ierr != nil || serr != nil {
+		if ierr != nil || serr != nil || !keep(info) {
 			continue
 		}
-		if maps, ok := pinfo.MapIDs(); !ok || !slices.ContainsFunc(maps, func(id ebpf.MapID) bool { return ours[id] }) {
-			continue
-		}
-		r := out[pinfo.Name]
+		r := out[info.Name]
 		r.Runs += stats.RunCount
 		r.Runtime += stats.Runtime
-		out[pinfo.Name] = r
+		out[info.Name] = r
 	}
 }
 

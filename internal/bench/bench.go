@@ -17,7 +17,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -355,7 +354,7 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 		return r, err
 	}
 	var statsOn io.Closer
-	var statsBefore map[string]progRun
+	var statsBefore map[string]loader.ProgramRuns
 	if o.ProgStats {
 		if statsOn, err = ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)); err != nil {
 			return r, fmt.Errorf("BPF run-time statistics: %w", err)
@@ -405,56 +404,24 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 	return r, nil
 }
 
-// progRun is a program's run count and time, as the kernel keeps them
-// while BPF_STATS_RUN_TIME is on.
-type progRun struct {
-	runs uint64
-	time time.Duration
-}
-
 // programs whose cost a measurement reports: grebpf's and the bench's own.
 var costed = []string{"gen_xdp", "sink_xdp", "fwd_xdp", "decap_xdp", "decap_tc", "encap_tc", "fastpath_wan", "fastpath_lan"}
 
 // programRuns sums, by name, the statistics of every loaded program in
 // costed: the same program is loaded once per router.
-func programRuns() (map[string]progRun, error) {
-	out := map[string]progRun{}
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list BPF programs: %w", err)
-		}
-		id = next
-		prog, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // gone since listed
-		}
-		info, ierr := prog.Info()
-		stats, serr := prog.Stats()
-		prog.Close()
-		if ierr != nil || serr != nil || !slices.Contains(costed, info.Name) {
-			continue
-		}
-		pr := out[info.Name]
-		pr.runs += stats.RunCount
-		pr.time += stats.Runtime
-		out[info.Name] = pr
-	}
+func programRuns() (map[string]loader.ProgramRuns, error) {
+	return loader.SumProgramRuns(func(info *ebpf.ProgramInfo) bool { return slices.Contains(costed, info.Name) })
 }
 
 // programCosts is what ran between two programRuns, in costed's order.
-func programCosts(before, after map[string]progRun) []ProgCost {
+func programCosts(before, after map[string]loader.ProgramRuns) []ProgCost {
 	var out []ProgCost
 	for _, name := range costed {
-		runs := after[name].runs - before[name].runs
+		runs := after[name].Runs - before[name].Runs
 		if runs == 0 {
 			continue
 		}
-		ns := float64(after[name].time-before[name].time) / float64(runs)
+		ns := float64(after[name].Runtime-before[name].Runtime) / float64(runs)
 		out = append(out, ProgCost{Name: name, Runs: runs, NsPerRun: ns})
 	}
 	return out

@@ -118,6 +118,7 @@ type daemon struct {
 	replies  chan probeReply
 	scrapes  chan chan snapshot
 	problems []string
+	tried    map[string]bool   // problems an attach was run for
 	reloads  map[string]uint64 // ok | error
 }
 
@@ -174,6 +175,7 @@ func (d *daemon) run() error {
 	d.replies = make(chan probeReply, 64)
 	d.scrapes = make(chan chan snapshot)
 	d.reloads = map[string]uint64{"ok": 0, "error": 0}
+	d.tried = map[string]bool{}
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(signals)
@@ -307,8 +309,17 @@ func (d *daemon) followChanges() {
 		}
 	}
 	d.problems = now
+	for p := range d.tried {
+		if !slices.Contains(now, p) {
+			delete(d.tried, p)
+		}
+	}
 	for _, p := range now {
-		if strings.Contains(p, loader.AttachAgain) {
+		// Once per problem: one that an attach did not fix is left to
+		// the log and show, not retried on every change the attach
+		// itself makes.
+		if strings.Contains(p, loader.AttachAgain) && !d.tried[p] {
+			d.tried[p] = true
 			d.log.Info("attaching again to follow the change", "what", p)
 			if err := d.apply(d.router); err != nil {
 				d.log.Error("attach again failed", "error", oneLine(err))

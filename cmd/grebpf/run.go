@@ -322,7 +322,10 @@ func (d *daemon) followChanges() {
 			d.tried[p] = true
 			d.log.Info("attaching again to follow the change", "what", p)
 			if err := d.apply(d.router); err != nil {
+				d.reloads["error"]++
 				d.log.Error("attach again failed", "error", oneLine(err))
+			} else {
+				d.reloads["ok"]++
 			}
 			d.problems = d.currentProblems()
 			return

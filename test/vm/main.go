@@ -358,6 +358,7 @@ func buildInitramfs(k kernelTree) (string, error) {
 const stage2 = `mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+ln -sf /proc/self/fd /dev/fd && ln -sf fd/0 /dev/stdin && ln -sf fd/1 /dev/stdout && ln -sf fd/2 /dev/stderr
 mount -t tmpfs tmpfs /run
 mkdir -p /run/netns
 mount -t bpf bpf /sys/fs/bpf

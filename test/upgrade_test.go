@@ -268,7 +268,7 @@ func TestNoLeaks(t *testing.T) {
 	labUp(t)
 	grebpf(t, attachArgs("r2")...)
 	cfg := lab.Default.Router(lab.Site(1))
-	cycles := soakRounds(1000)
+	cycles := soakRounds(250)
 	// Earlier tests' objects are freed by the kernel after their last
 	// reference goes (RCU, work queues): on a slow emulated CPU that can
 	// still be under way here, and must not be taken for this test's leak.

@@ -78,7 +78,7 @@ logs structured lines to stderr, serves Prometheus metrics on
 		if err != nil {
 			return err
 		}
-		d := &daemon{g: g, ns: ns, rf: rf, o: o, log: log, flags: cmd}
+		d := &daemon{g: g, ns: ns, rf: rf, o: o, log: log, cmd: cmd}
 		return d.run()
 	}
 	return rootCommand(cmd, true)
@@ -103,12 +103,12 @@ func newLogger(g *globals, o runOptions) (*slog.Logger, error) {
 // sockets, attach) happens on the goroutine that entered it, in run's
 // loop: the others ask it through channels.
 type daemon struct {
-	g     *globals
-	ns    string
-	rf    *routerFlags
-	o     runOptions
-	log   *slog.Logger
-	flags *cobra.Command
+	g   *globals
+	ns  string
+	rf  *routerFlags
+	o   runOptions
+	log *slog.Logger
+	cmd *cobra.Command
 
 	router   config.Router // the one applied last
 	interval time.Duration
@@ -129,7 +129,7 @@ func (d *daemon) routerWithHealth() (config.Router, error) {
 	if err != nil {
 		return r, err
 	}
-	fs := d.flags.Flags()
+	fs := d.cmd.Flags()
 	if fs.Changed("health-interval") {
 		r.Health.Interval = d.o.interval
 	}

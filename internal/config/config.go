@@ -100,9 +100,6 @@ func (h Health) Probe() (time.Duration, int, error) {
 	interval, misses := DefaultHealthInterval, DefaultHealthMisses
 	if h.Interval != "" {
 		d, err := time.ParseDuration(h.Interval)
-		if h.Interval == "0" {
-			d, err = 0, nil
-		}
 		if err != nil || d < 0 || (d > 0 && d < 10*time.Millisecond) {
 			return 0, 0, fmt.Errorf("health: interval %q: use a duration of 10ms or more (1s, 500ms), or 0 for no probes", h.Interval)
 		}

@@ -159,10 +159,15 @@ static __always_inline int seq_in_order(__u32 ifindex, __u32 seq)
 }
 
 /* The outer IPv4 header of a frame: what it makes of the packet, and
- * for GRE from a peer its length (*ohl), the outer packet's (*tot) and
- * the path (pk). */
+ * for GRE its length (*ohl), the outer packet's (*tot) and the path (pk).
+ * Whether the path is a peer's is looked up here only when the header
+ * (a fragment, options) calls for a verdict that a stranger's packet must
+ * not get; *peer_checked then says so. Otherwise decap_classify decides
+ * it: a tunnel's endpoint found is a peer's, and only a packet it finds
+ * none for costs the lookup. */
 static __always_inline enum reason outer_v4(struct iphdr *ip, void *data_end, __u64 pkt_len,
-					    struct decap *d, struct peer_key *pk, __u32 *ohl, __u32 *tot)
+					    struct decap *d, struct peer_key *pk, __u32 *ohl, __u32 *tot,
+					    int *peer_checked)
 {
 	enum reason r;
 
@@ -188,17 +193,15 @@ static __always_inline enum reason outer_v4(struct iphdr *ip, void *data_end, __
 
 	outer_addr_set4(&pk->local, ip->daddr);
 	outer_addr_set4(&pk->remote, ip->saddr);
+	d->outer_ecn = ip->tos & 3;
+	if (!(ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) && *ohl == sizeof(*ip))
+		return REASON_NONE; /* the peer is checked later, if need be */
+	*peer_checked = 1;
 	if (!bpf_map_lookup_elem(&peers, pk))
 		return REASON_UNKNOWN_PEER;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return REASON_OUTER_FRAGMENT;
-	if (*ohl > sizeof(*ip)) {
-		r = outer_options(ip, data_end);
-		if (r != REASON_NONE)
-			return r;
-	}
-	d->outer_ecn = ip->tos & 3;
-	return REASON_NONE;
+	return outer_options(ip, data_end);
 }
 
 /* Destination options decap reads past: what a peer sends (ip6gre's
@@ -259,7 +262,8 @@ static __always_inline enum reason dstopts_check(__u8 *opt, __u32 len, void *dat
 /* outer_v4 for an outer IPv6 header: GRE straight after it, or after
  * destination options (ip6gre's encapsulation limit). */
 static __always_inline enum reason outer_v6(struct ipv6hdr *ip6, void *data_end, __u64 pkt_len,
-					    struct decap *d, struct peer_key *pk, __u32 *ohl, __u32 *tot)
+					    struct decap *d, struct peer_key *pk, __u32 *ohl, __u32 *tot,
+					    int *peer_checked)
 {
 	struct ipv6_opt_hdr *o = (void *)(ip6 + 1);
 	__u32 olen = 0;
@@ -293,8 +297,11 @@ static __always_inline enum reason outer_v6(struct ipv6hdr *ip6, void *data_end,
 
 	outer_addr_set6(&pk->local, &ip6->daddr);
 	outer_addr_set6(&pk->remote, &ip6->saddr);
-	if (!bpf_map_lookup_elem(&peers, pk))
-		return REASON_UNKNOWN_PEER;
+	if (nh == IPPROTO_FRAGMENT || olen) {
+		*peer_checked = 1;
+		if (!bpf_map_lookup_elem(&peers, pk))
+			return REASON_UNKNOWN_PEER;
+	}
 	if (nh == IPPROTO_FRAGMENT)
 		return REASON_OUTER_FRAGMENT;
 	if (olen) {
@@ -313,34 +320,18 @@ static __always_inline enum reason outer_v6(struct ipv6hdr *ip6, void *data_end,
 	return REASON_NONE;
 }
 
-/* pkt_len is the frame length, which for a TC skb may exceed data_end. */
-static __always_inline enum reason decap_classify(void *data, void *data_end,
-						  __u64 pkt_len, struct decap *d)
+/* The GRE header after an outer header of ohl bytes from the path pk, in
+ * an outer packet of tot bytes, and the inner header after it. */
+static __always_inline enum reason gre_classify(struct ethhdr *eth, void *data_end,
+						const struct peer_key *pk, __u32 ohl, __u32 tot,
+						struct decap *d)
 {
-	struct ethhdr *eth = data;
 	struct endpoint_key ek = {};
-	struct peer_key pk;
 	struct endpoint *ep;
 	struct iphdr *inner;
-	__u32 ohl = 0, tot = 0, glen = GRE_HLEN;
-	enum reason r;
+	__u32 glen = GRE_HLEN;
 	__be16 *gre;
 	__u16 flags;
-
-	d->icmp.len = 0;
-	if ((void *)(eth + 1) > data_end)
-		return REASON_NOT_GRE;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		d->outer_v6 = 0;
-		r = outer_v4((void *)(eth + 1), data_end, pkt_len, d, &pk, &ohl, &tot);
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		d->outer_v6 = 1;
-		r = outer_v6((void *)(eth + 1), data_end, pkt_len, d, &pk, &ohl, &tot);
-	} else {
-		return REASON_NOT_GRE;
-	}
-	if (r != REASON_NONE)
-		return r;
 
 	gre = (void *)(eth + 1) + masked(ohl, 127);
 	if ((void *)(gre + 2) > data_end)
@@ -365,11 +356,12 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 		ek.keyed = 1;
 		glen += 4;
 	}
-	ek.local = pk.local;
-	ek.remote = pk.remote;
+	ek.local = pk->local;
+	ek.remote = pk->remote;
 	ep = bpf_map_lookup_elem(&endpoints, &ek);
+	d->ep = ep;
 	if (!ep)
-		return REASON_KEY_MISMATCH; /* a peer's, but no tunnel of it takes this key */
+		return REASON_KEY_MISMATCH; /* unless a stranger's: decap_classify asks */
 	if (!(flags & GRE_CSUM) != !ep->icsum)
 		return REASON_CSUM_FLAG;
 	/* A sequence number follows the key: ignored, as ip_gre ignores it,
@@ -410,12 +402,44 @@ static __always_inline enum reason decap_classify(void *data, void *data_end,
 	if (d->inner_len > tot - ohl - glen)
 		return REASON_TRUNCATED;
 
-	d->ep = ep;
 	d->gre_csum = !!(flags & GRE_CSUM);
 	d->gre_off = ETH_HLEN + ohl;
 	d->gre_len = tot - ohl;
 	d->strip = ohl + glen;
 	return REASON_NONE;
+}
+
+/* pkt_len is the frame length, which for a TC skb may exceed data_end. */
+static __always_inline enum reason decap_classify(void *data, void *data_end,
+						  __u64 pkt_len, struct decap *d)
+{
+	struct ethhdr *eth = data;
+	struct peer_key pk;
+	__u32 ohl = 0, tot = 0;
+	int peer_checked = 0;
+	enum reason r;
+
+	d->icmp.len = 0;
+	d->ep = NULL;
+	if ((void *)(eth + 1) > data_end)
+		return REASON_NOT_GRE;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		d->outer_v6 = 0;
+		r = outer_v4((void *)(eth + 1), data_end, pkt_len, d, &pk, &ohl, &tot, &peer_checked);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		d->outer_v6 = 1;
+		r = outer_v6((void *)(eth + 1), data_end, pkt_len, d, &pk, &ohl, &tot, &peer_checked);
+	} else {
+		return REASON_NOT_GRE;
+	}
+	if (r != REASON_NONE)
+		return r;
+	r = gre_classify(eth, data_end, &pk, ohl, tot, d);
+	/* Every endpoint is a peer's. A packet no endpoint took is a
+	 * stranger's, whatever else is wrong with it, unless it is a peer's. */
+	if (r != REASON_NONE && !d->ep && !peer_checked && !bpf_map_lookup_elem(&peers, &pk))
+		return REASON_UNKNOWN_PEER;
+	return r;
 }
 
 #define ECN_NOT_ECT 0

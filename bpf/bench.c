@@ -2,8 +2,9 @@
 
 /* Programs for grebpf bench: a traffic generator run through
  * BPF_PROG_TEST_RUN live frames (UDP over IPv4 or IPv6), a sink that
- * counts and drops it, and plain
- * XDP IPv4 forwarding, the ceiling grebpf's fast path is measured against.
+ * counts and drops it, and plain IPv4 and IPv6 forwarding in XDP (the
+ * ceiling grebpf's fast path is measured against, and the WAN router)
+ * and at TC ingress (the WAN router where the endpoints send skbs).
  * And for go test -bench: replay_xdp and replay_tc, which let one
  * BPF_PROG_TEST_RUN with a large repeat time a program on the same packet
  * over and over with warm caches, as a busy device runs it. */
@@ -117,36 +118,55 @@ int sink_xdp(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
-/* Plain IPv4 and IPv6 forwarding in XDP, as xdp-forward does it. */
-SEC("xdp")
-int fwd_xdp(struct xdp_md *ctx)
+/* Plain IPv4 and IPv6 forwarding, as xdp-forward does it, of the frame at
+ * data that came in on ifindex: the redirect's verdict, or -1 where the
+ * stack must forward it. */
+static __always_inline long forward(void *ctx, void *data, void *data_end, __u32 ifindex)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct bpf_fib_lookup fib = {};
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > data_end)
-		return XDP_PASS;
+		return -1;
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
 		if ((void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1 || !ipv6_forwardable(ip6))
-			return XDP_PASS;
-		fib_forward6(&fib, ip6, ctx->ingress_ifindex);
+			return -1;
+		fib_forward6(&fib, ip6, ifindex);
 		if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-			return XDP_PASS;
+			return -1;
 		return xdp_forward6(eth, ip6, &fib);
 	}
 
 	struct iphdr *ip = (void *)(eth + 1);
 
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ttl <= 1)
-		return XDP_PASS;
-	fib_forward(&fib, ip, ctx->ingress_ifindex);
+		return -1;
+	fib_forward(&fib, ip, ifindex);
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-		return XDP_PASS;
+		return -1;
 	return xdp_forward(eth, ip, &fib);
+}
+
+SEC("xdp")
+int fwd_xdp(struct xdp_md *ctx)
+{
+	long v = forward(ctx, (void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex);
+
+	return v < 0 ? XDP_PASS : v;
+}
+
+/* The same at TC ingress, for a router that skbs cross: XDP on a veth
+ * first copies every skb with less than XDP_PACKET_HEADROOM (256 bytes)
+ * in front of its data into a new page, and an encapsulated packet has
+ * less. A GSO packet is over the MTU for the lookup: the stack takes it. */
+SEC("tc")
+int fwd_tc(struct __sk_buff *skb)
+{
+	long v = forward(skb, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->ifindex);
+
+	return v < 0 ? TC_ACT_OK : v;
 }
 
 /* The packet replayed, set after load. Test runs with repeat keep the

@@ -20,6 +20,7 @@ const (
 	BenchMapReplayTcTarget  = "replay_tc_target"
 	BenchMapReplayXdpTarget = "replay_xdp_target"
 	BenchMapSinkPackets     = "sink_packets"
+	BenchProgFwdTc          = "fwd_tc"
 	BenchProgFwdXdp         = "fwd_xdp"
 	BenchProgGenXdp         = "gen_xdp"
 	BenchProgReplayTc       = "replay_tc"
@@ -74,6 +75,7 @@ type BenchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BenchProgramSpecs struct {
+	FwdTc     *ebpf.ProgramSpec `ebpf:"fwd_tc"`
 	FwdXdp    *ebpf.ProgramSpec `ebpf:"fwd_xdp"`
 	GenXdp    *ebpf.ProgramSpec `ebpf:"gen_xdp"`
 	ReplayTc  *ebpf.ProgramSpec `ebpf:"replay_tc"`
@@ -152,6 +154,7 @@ type BenchVariables struct {
 //
 // It can be passed to LoadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BenchPrograms struct {
+	FwdTc     *ebpf.Program `ebpf:"fwd_tc"`
 	FwdXdp    *ebpf.Program `ebpf:"fwd_xdp"`
 	GenXdp    *ebpf.Program `ebpf:"gen_xdp"`
 	ReplayTc  *ebpf.Program `ebpf:"replay_tc"`
@@ -161,6 +164,7 @@ type BenchPrograms struct {
 
 func (p *BenchPrograms) Close() error {
 	return _BenchClose(
+		p.FwdTc,
 		p.FwdXdp,
 		p.GenXdp,
 		p.ReplayTc,

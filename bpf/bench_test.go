@@ -152,12 +152,15 @@ func BenchmarkEncap(b *testing.B) {
 	}
 }
 
+// BenchmarkDecap's "no-source-check" cases price the inner source check,
+// a FIB lookup, by leaving it out (--rp-filter off).
 func BenchmarkDecap(b *testing.B) {
 	inner := innerPacket(b, lan2Host, lan1Host, 0, 63)
 	for _, c := range []struct {
 		name string
 		key  *uint32
-	}{{"plain", nil}, {"keyed", u32(testKey)}} {
+		rp   tunnel.RPFilter
+	}{{"plain", nil, tunnel.RPStrict}, {"keyed", u32(testKey), tunnel.RPStrict}, {"no-source-check", nil, tunnel.RPOff}} {
 		in := greFrame(b, wanRemote, wanLocal, plainGRE(), inner)
 		if c.key != nil {
 			in = greFrame(b, wanRemote, wanLocal, keyedGRE(*c.key), inner)
@@ -167,7 +170,7 @@ func BenchmarkDecap(b *testing.B) {
 				// The default inner source check (strict) looks up the FIB
 				// of the thread's namespace: a router with the tunnel's
 				// interface, made on the sub-benchmark's own thread.
-				objs := loadOn(b, testTunnel(c.key, tunnelDevs(b, wanNS(b, true)), tunnel.RPStrict))
+				objs := loadOn(b, testTunnel(c.key, tunnelDevs(b, wanNS(b, true)), c.rp))
 				for _, p := range decapProgs(objs) {
 					if p.name == name {
 						benchProgram(b, p.prog, p.delivered, in, nil, false)

@@ -3,6 +3,7 @@ package bpf_test
 import (
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
@@ -83,18 +84,29 @@ func TestSink(t *testing.T) {
 	}
 }
 
-// Plain XDP forwarding: the baseline the fast path is held to.
+// Plain forwarding, in XDP (the baseline the fast path is held to) and at
+// TC ingress (the bench's WAN router where the endpoints send skbs).
 func TestForward(t *testing.T) {
 	wanNS(t, true)
 	lan := lanSide(t, true)
 	objs := loadBench(t, 1)
 	inner := innerPacket(t, lan2Host, lan1Host, 0, 64)
 	in := frame(t, macR1, macWAN, inner)
-	verdict, out := run(t, objs.FwdXdp, in, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(lan)})
-	if verdict != xdpRedirect {
-		t.Fatalf("verdict %d, want XDP_REDIRECT", verdict)
-	}
-	if d := diff(out, frame(t, macLANHost, macWAN, withTTL(t, inner, 63))); d != "" {
-		t.Errorf("forwarded frame:%s", d)
+	want := frame(t, macLANHost, macWAN, withTTL(t, inner, 63))
+	for _, c := range []struct {
+		prog     *ebpf.Program
+		ctx      any
+		redirect uint32
+	}{
+		{objs.FwdXdp, xdpContext{DataEnd: uint32(len(in)), IngressIfindex: uint32(lan)}, xdpRedirect},
+		{objs.FwdTc, skbContext{Ifindex: uint32(lan)}, tcRedirect},
+	} {
+		verdict, out := run(t, c.prog, in, c.ctx)
+		if verdict != c.redirect {
+			t.Fatalf("%v: verdict %d, want %d (redirect)", c.prog, verdict, c.redirect)
+		}
+		if d := diff(out, want); d != "" {
+			t.Errorf("%v: forwarded frame:%s", c.prog, d)
+		}
 	}
 }

@@ -816,7 +816,17 @@ func attachTC(x *txn, linkPin, progPin string, prog *ebpf.Program, idx int, hook
 	return attachClsact(x, progPin, prog, idx, hook, ownQdisc)
 }
 
-func clsactFilter(idx int, dir ebpf.AttachType) *netlink.BpfFilter {
+// ClsactQdisc is the clsact qdisc of device idx, as added and deleted.
+func ClsactQdisc(idx int) *netlink.GenericQdisc {
+	return &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+}
+
+// ClsactFilter is grebpf's cls_bpf filter on device idx's ingress or
+// egress (dir), without its program.
+func ClsactFilter(idx int, dir ebpf.AttachType) *netlink.BpfFilter {
 	parent := uint32(netlink.HANDLE_MIN_EGRESS)
 	if dir == ebpf.AttachTCXIngress {
 		parent = netlink.HANDLE_MIN_INGRESS
@@ -850,7 +860,7 @@ func hasClsact(idx int) (bool, error) {
 // replaceFilter points our cls_bpf filter at prog and pins prog, which
 // is how a later attach finds what the filter runs.
 func replaceFilter(pin string, prog *ebpf.Program, idx int, dir ebpf.AttachType) error {
-	f := clsactFilter(idx, dir)
+	f := ClsactFilter(idx, dir)
 	f.Fd = prog.FD()
 	if err := netlink.FilterReplace(f); err != nil {
 		return fmt.Errorf("attach cls_bpf filter: %w", err)
@@ -889,11 +899,7 @@ func attachClsact(x *txn, pin string, prog *ebpf.Program, idx int, dir ebpf.Atta
 				return false, err
 			}
 		}
-		q := &netlink.GenericQdisc{
-			QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
-			QdiscType:  "clsact",
-		}
-		if err := netlink.QdiscAdd(q); err != nil {
+		if err := netlink.QdiscAdd(ClsactQdisc(idx)); err != nil {
 			return false, fmt.Errorf("add clsact qdisc: %w", err)
 		}
 	}

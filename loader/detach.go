@@ -151,7 +151,7 @@ func deleteFilter(dev netlink.Link) error {
 	}
 	for _, f := range fs {
 		if a := f.Attrs(); a.Handle == filterHandle && a.Priority == filterPrio {
-			if err := netlink.FilterDel(clsactFilter(dev.Attrs().Index, ebpf.AttachTCXIngress)); err != nil {
+			if err := netlink.FilterDel(ClsactFilter(dev.Attrs().Index, ebpf.AttachTCXIngress)); err != nil {
 				return fmt.Errorf("delete cls_bpf filter: %w", err)
 			}
 		}
@@ -173,11 +173,7 @@ func removeClsactIfEmpty(dev netlink.Link) error {
 			return nil // someone else's filters live there: leave the qdisc
 		}
 	}
-	q := &netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
-		QdiscType:  "clsact",
-	}
-	if err := netlink.QdiscDel(q); err != nil {
+	if err := netlink.QdiscDel(ClsactQdisc(dev.Attrs().Index)); err != nil {
 		return fmt.Errorf("delete clsact qdisc: %w", err)
 	}
 	return nil

@@ -230,7 +230,7 @@ func (p *progs) attachTCIngress(prog *ebpf.Program, where [][2]string) (func(), 
 				if err != nil {
 					return err
 				}
-				return netlink.QdiscDel(clsact(dev))
+				return netlink.QdiscDel(loader.ClsactQdisc(dev.Attrs().Index))
 			})
 		}
 	}
@@ -240,15 +240,13 @@ func (p *progs) attachTCIngress(prog *ebpf.Program, where [][2]string) (func(), 
 			if err != nil {
 				return err
 			}
-			if err := netlink.QdiscAdd(clsact(dev)); err != nil {
+			if err := netlink.QdiscAdd(loader.ClsactQdisc(dev.Attrs().Index)); err != nil {
 				return err
 			}
 			added = append(added, w)
-			return netlink.FilterAdd(&netlink.BpfFilter{
-				FilterAttrs: netlink.FilterAttrs{LinkIndex: dev.Attrs().Index, Parent: netlink.HANDLE_MIN_INGRESS,
-					Handle: 1, Priority: 1, Protocol: unix.ETH_P_ALL},
-				Fd: prog.FD(), Name: prog.String(), DirectAction: true,
-			})
+			f := loader.ClsactFilter(dev.Attrs().Index, ebpf.AttachTCXIngress)
+			f.Fd = prog.FD()
+			return netlink.FilterAdd(f)
 		})
 		if err != nil {
 			cleanup()
@@ -256,11 +254,6 @@ func (p *progs) attachTCIngress(prog *ebpf.Program, where [][2]string) (func(), 
 		}
 	}
 	return cleanup, nil
-}
-
-func clsact(dev netlink.Link) *netlink.GenericQdisc {
-	return &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: dev.Attrs().Index,
-		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
 }
 
 // Run measures each mode on a fresh lab and returns the results, each with

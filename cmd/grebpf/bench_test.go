@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -102,4 +103,51 @@ func TestBenchIPv6(t *testing.T) {
 			t.Errorf("%s: TCP over IPv6 %.3f Gbit/s: it does not get through", r.Mode, r.TCPGbps)
 		}
 	}
+}
+
+// Paced: the generator mode is measured too though not asked for, the
+// generator sends what the rate asks (within the pacing's slack), nothing
+// is lost at a rate the lab carries easily, and the CPU costs add up: each
+// mode's path cost is its CPU cost less the generator's, and the
+// reference's path ratio is 1.
+func TestBenchPaced(t *testing.T) {
+	testutil.NeedRoot(t)
+	const rate, seconds = 2000, 2
+	var out strings.Builder
+	err := run([]string{"bench", "--mode", "routing,grebpf-tc-tc", "--rounds", "1", "--duration", strconv.Itoa(seconds) + "s",
+		"--tcp", "0", "--flows", "64", "--rate", strconv.Itoa(rate), "--json"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var results []bench.Result
+	if err := json.Unmarshal([]byte(out.String()), &results); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	var modes []string
+	for _, r := range results {
+		modes = append(modes, r.Mode)
+	}
+	if !slices.Equal(modes, []string{"generator", "routing", "grebpf-tc-tc"}) {
+		t.Fatalf("modes %v, want the generator first", modes)
+	}
+	gen := results[0]
+	for _, r := range results {
+		if r.Generated < rate*seconds*9/10 || r.Generated > rate*seconds*11/10 {
+			t.Errorf("%s: generated %d at %d/s for %d s", r.Mode, r.Generated, rate, seconds)
+		}
+		if r.Delivered != r.Generated {
+			t.Errorf("%s: delivered %d of %d at a rate the lab carries", r.Mode, r.Delivered, r.Generated)
+		}
+		if r.CPUNs <= 0 || len(r.RoundsCPUNs) != 1 {
+			t.Errorf("%s: CPU %v ns per packet, rounds %v", r.Mode, r.CPUNs, r.RoundsCPUNs)
+		}
+		if r.Mode != "generator" && r.PathNs != r.CPUNs-gen.CPUNs {
+			t.Errorf("%s: path %v ns per packet, CPU %v less the generator's %v", r.Mode, r.PathNs, r.CPUNs, gen.CPUNs)
+		}
+	}
+	if results[1].PathNs > 0 && results[1].PathRatio != 1 {
+		t.Errorf("routing's path ratio to itself is %v", results[1].PathRatio)
+	}
+	t.Logf("paced at %d/s: CPU ns per packet: generator %.0f, routing %.0f, TC + TC %.0f", rate,
+		gen.CPUNs, results[1].CPUNs, results[2].CPUNs)
 }

@@ -1,9 +1,11 @@
 // Package bench measures grebpf against its baselines on the lab: 64-byte
 // UDP over many flows from lan1 to lan2, made by an XDP program run through
 // BPF_PROG_TEST_RUN live frames and counted and dropped by an XDP program on
-// lan2, in packets per second delivered; and iperf3 TCP per mode.
+// lan2, in packets per second delivered; and iperf3 TCP per mode. With a
+// rate, the generator is paced below what every mode carries and what is
+// measured is the CPU time each delivered packet costs.
 //
-// The WAN router in the middle forwards in XDP in every mode, and routes
+// The WAN router in the middle forwards in BPF in every mode, and routes
 // the LAN prefixes in the no-tunnel modes, so what is measured is the
 // tunnel endpoints r1 and r2.
 package bench
@@ -17,9 +19,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -67,6 +72,14 @@ type Options struct {
 	// IPv6, ip6gre the kernel's). The modes without a tunnel have a path
 	// only for what is of the WAN's family.
 	OuterIPv6 bool
+	// Rate paces the generator at this many packets per second (0: as
+	// fast as it can) and measures the machine's CPU time per delivered
+	// packet. Saturated, the generator shares the CPUs with the path, so
+	// pps depends on where each mode drops what it cannot carry; paced
+	// below every mode's capacity, nothing is dropped and the CPU time is
+	// all the path's and the generator's. The generator mode is measured
+	// too, and its cost is taken off the others' (PathNs).
+	Rate int
 }
 
 // lab is the lab the run measures on.
@@ -98,10 +111,19 @@ type Result struct {
 	RoundsPPS []float64 `json:"rounds_pps"`
 	RoundsTCP []float64 `json:"rounds_tcp_gbps,omitempty"`
 	// With ProgStats: each program's cost in the median-pps round.
-	Programs    []ProgCost `json:"programs,omitempty"`
-	Ratio       float64    `json:"ratio"` // PPS over the reference's
-	Reference   string     `json:"reference"`
-	Unavailable string     `json:"unavailable,omitempty"`
+	Programs []ProgCost `json:"programs,omitempty"`
+	// With Rate: the machine's CPU time (all CPUs, every context) per
+	// delivered packet, each round's and the median; PathNs is that less
+	// the generator mode's, what the path from r1's LAN device to the
+	// sink costs, and PathRatio is the reference's PathNs over this one's
+	// (the packets per CPU second of the path, relative).
+	CPUNs       float64   `json:"cpu_ns_per_packet,omitempty"`
+	RoundsCPUNs []float64 `json:"rounds_cpu_ns_per_packet,omitempty"`
+	PathNs      float64   `json:"path_ns_per_packet,omitempty"`
+	PathRatio   float64   `json:"path_ratio,omitempty"`
+	Ratio       float64   `json:"ratio"` // PPS over the reference's
+	Reference   string    `json:"reference"`
+	Unavailable string    `json:"unavailable,omitempty"`
 }
 
 // mode sets the lab up for one measurement; the returned func undoes what
@@ -279,7 +301,8 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 	var order []string
 	for round := 1; round <= max(o.Rounds, 1); round++ {
 		for _, m := range modes(o) {
-			if len(o.Only) > 0 && !slices.Contains(o.Only, m.name) {
+			// Paced, every cost is the generator's plus the path's.
+			if len(o.Only) > 0 && !slices.Contains(o.Only, m.name) && (o.Rate == 0 || m.name != "generator") {
 				continue
 			}
 			if round == 1 {
@@ -300,7 +323,7 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 	}
 	var results []Result
 	for _, name := range order {
-		results = append(results, median(rounds[name]))
+		results = append(results, median(rounds[name], o.Rate > 0))
 	}
 	ref := "routing"
 	for _, r := range results {
@@ -308,10 +331,22 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 			ref = "ip_gre"
 		}
 	}
-	var refPPS float64
+	var refPPS, genNs float64
 	for _, r := range results {
 		if r.Mode == ref {
 			refPPS = r.PPS
+		}
+		if r.Mode == "generator" {
+			genNs = r.CPUNs
+		}
+	}
+	var refPathNs float64
+	for i, r := range results {
+		if genNs > 0 && r.CPUNs > 0 && r.Mode != "generator" {
+			results[i].PathNs = r.CPUNs - genNs
+			if r.Mode == ref {
+				refPathNs = results[i].PathNs
+			}
 		}
 	}
 	for i := range results {
@@ -319,26 +354,39 @@ func Run(o Options, progress func(string)) ([]Result, error) {
 		if refPPS > 0 {
 			results[i].Ratio = results[i].PPS / refPPS
 		}
+		if refPathNs > 0 && results[i].PathNs > 0 {
+			results[i].PathRatio = refPathNs / results[i].PathNs
+		}
 	}
 	return results, nil
 }
 
-// median folds one mode's rounds into one result.
-func median(rs []Result) Result {
+// median folds one mode's rounds into one result: the median-pps round,
+// or with byCPU (paced, where every round's pps is the rate) the median
+// CPU-cost round.
+func median(rs []Result, byCPU bool) Result {
 	if rs[0].Unavailable != "" {
 		return rs[0]
 	}
-	var pps, tcp []float64
+	var pps, tcp, cpu []float64
 	for _, r := range rs {
 		pps = append(pps, r.PPS)
 		if r.TCPGbps > 0 {
 			tcp = append(tcp, r.TCPGbps)
 		}
+		if r.CPUNs > 0 {
+			cpu = append(cpu, r.CPUNs)
+		}
 	}
-	byPPS := slices.Clone(rs)
-	slices.SortFunc(byPPS, func(a, b Result) int { return cmp.Compare(a.PPS, b.PPS) })
-	out := byPPS[len(byPPS)/2]
-	out.RoundsPPS, out.RoundsTCP = pps, tcp
+	sorted := slices.Clone(rs)
+	slices.SortFunc(sorted, func(a, b Result) int {
+		if byCPU {
+			return cmp.Compare(a.CPUNs, b.CPUNs)
+		}
+		return cmp.Compare(a.PPS, b.PPS)
+	})
+	out := sorted[len(sorted)/2]
+	out.RoundsPPS, out.RoundsTCP, out.RoundsCPUNs = pps, tcp, cpu
 	if len(tcp) > 0 {
 		sorted := slices.Sorted(slices.Values(tcp))
 		out.TCPGbps = sorted[len(sorted)/2]
@@ -409,11 +457,19 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 			return r, err
 		}
 	}
-	gen, elapsed, err := p.generate(o.Duration, o.IPv6)
+	cpuBefore, err := busyCPU()
+	if err != nil {
+		return r, err
+	}
+	gen, elapsed, err := p.generate(o.Duration, o.Rate, o.IPv6)
 	if err != nil {
 		return r, err
 	}
 	time.Sleep(100 * time.Millisecond) // the last frames in flight
+	cpuAfter, err := busyCPU()
+	if err != nil {
+		return r, err
+	}
 	if o.ProgStats {
 		after, err := programRuns()
 		if err != nil {
@@ -428,6 +484,9 @@ func (p *progs) measure(m mode, o Options) (r Result, err error) {
 	}
 	r.Generated, r.Delivered = gen, after-before
 	r.PPS = float64(r.Delivered) / elapsed.Seconds()
+	if o.Rate > 0 && r.Delivered > 0 {
+		r.CPUNs = float64(cpuAfter-cpuBefore) / float64(r.Delivered)
+	}
 	if gen > 0 {
 		r.Loss = 1 - float64(r.Delivered)/float64(gen)
 	}
@@ -541,8 +600,62 @@ type xdpMD struct {
 	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
 }
 
-// generate transmits frames out of lan1's eth0 for d and returns how many.
-func (p *progs) generate(d time.Duration, v6 bool) (uint64, time.Duration, error) {
+// busyCPU is the CPU time that all CPUs together have spent
+// outside idle: wall time times the CPUs, less their idle time in
+// /proc/stat. A tickless kernel measures idle time at each entry and exit
+// (busy time it only samples at ticks, too coarsely at a light load),
+// and reports it in USER_HZ units of 10 ms: over a measurement of seconds
+// that is well under 1%.
+func busyCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	now := time.Now()
+	if err != nil {
+		return 0, err
+	}
+	var idle, cpus uint64
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.HasPrefix(f[0], "cpu") {
+			continue
+		}
+		if f[0] == "cpu" {
+			// idle and iowait
+			for _, v := range f[4:6] {
+				n, err := strconv.ParseUint(v, 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("/proc/stat: %q: %w", line, err)
+				}
+				idle += n
+			}
+			continue
+		}
+		cpus++
+	}
+	if cpus == 0 {
+		return 0, errors.New("/proc/stat lists no CPU")
+	}
+	return time.Duration(cpus)*now.Sub(bootTime()) - time.Duration(idle)*time.Second/userHZ, nil
+}
+
+// bootTime is when the kernel started counting /proc/stat, on the clock
+// time.Now reads (monotonic, which stops in suspend as idle time does not
+// grow then either).
+var bootTime = sync.OnceValue(func() time.Time {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Now().Add(-time.Duration(ts.Nano()))
+})
+
+// userHZ is the unit of /proc/stat's counters on every Linux architecture
+// grebpf builds for.
+const userHZ = 100
+
+// pacing is how often a paced generator sends what is due.
+const pacing = 10 * time.Millisecond
+
+// generate transmits frames out of lan1's eth0 for d, at rate per second
+// (0: as fast as it can), and returns how many.
+func (p *progs) generate(d time.Duration, rate int, v6 bool) (uint64, time.Duration, error) {
 	var (
 		sent    uint64
 		elapsed time.Duration
@@ -576,9 +689,21 @@ func (p *progs) generate(d time.Duration, v6 bool) (uint64, time.Duration, error
 			return err
 		}
 		const batch = 1 << 16
+		var due uint64
 		start := time.Now()
 		for time.Since(start) < d {
-			opts := &ebpf.RunOptions{Data: data, Repeat: batch, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES,
+			n := uint64(batch)
+			if rate > 0 {
+				// What is due by now, so that a late wake-up catches up.
+				time.Sleep(pacing - time.Since(start)%pacing)
+				want := uint64(time.Since(start).Seconds() * float64(rate))
+				if want <= due {
+					continue
+				}
+				n = min(want-due, batch)
+				due += n
+			}
+			opts := &ebpf.RunOptions{Data: data, Repeat: uint32(n), Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES,
 				Context: xdpMD{DataEnd: uint32(len(data)), IngressIfindex: uint32(eth0.Attrs().Index)}}
 			if _, err := p.objs.GenXdp.Run(opts); err != nil {
 				return fmt.Errorf("generator: %w", err)

@@ -142,6 +142,7 @@ func TestBenchPaced(t *testing.T) {
 		if r.CPUNs <= 0 || len(r.RoundsCPUNs) != 1 {
 			t.Errorf("%s: CPU %v ns per packet, rounds %v", r.Mode, r.CPUNs, r.RoundsCPUNs)
 		}
+		// One round: its path cost is its CPU cost less the generator's.
 		if r.Mode != "generator" && r.PathNs != r.CPUNs-gen.CPUNs {
 			t.Errorf("%s: path %v ns per packet, CPU %v less the generator's %v", r.Mode, r.PathNs, r.CPUNs, gen.CPUNs)
 		}

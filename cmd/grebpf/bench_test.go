@@ -11,6 +11,21 @@ import (
 	"github.com/grebpf/grebpf/internal/testutil"
 )
 
+// benchJSON runs grebpf bench with args on the real lab and returns its
+// results.
+func benchJSON(t *testing.T, args ...string) []bench.Result {
+	t.Helper()
+	var out strings.Builder
+	if err := run(append(append([]string{"bench"}, args...), "--json"), &out); err != nil {
+		t.Fatal(err)
+	}
+	var results []bench.Result
+	if err := json.Unmarshal([]byte(out.String()), &results); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	return results
+}
+
 // A short bench on the real lab: every mode asked for is measured in every
 // round, its figures are one round's, counters add up (the kernel's run
 // counts of the generator, the sink and the fast path against the bench's
@@ -18,16 +33,8 @@ import (
 // lost partial checksums).
 func TestBench(t *testing.T) {
 	testutil.NeedRoot(t)
-	var out strings.Builder
-	err := run([]string{"bench", "--mode", "generator,routing,grebpf-fastpath", "--rounds", "2",
-		"--duration", "1s", "--tcp", "2s", "--flows", "64", "--prog-stats", "--json"}, &out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var results []bench.Result
-	if err := json.Unmarshal([]byte(out.String()), &results); err != nil {
-		t.Fatalf("%v: %s", err, out.String())
-	}
+	results := benchJSON(t, "--mode", "generator,routing,grebpf-fastpath", "--rounds", "2",
+		"--duration", "1s", "--tcp", "2s", "--flows", "64", "--prog-stats")
 	var modes []string
 	for _, r := range results {
 		modes = append(modes, r.Mode)
@@ -73,16 +80,8 @@ func TestBench(t *testing.T) {
 // they cannot run.
 func TestBenchIPv6(t *testing.T) {
 	testutil.NeedRoot(t)
-	var out strings.Builder
-	err := run([]string{"bench", "--inner", "ipv6", "--mode", "routing,grebpf-tc-tc,grebpf-fastpath", "--rounds", "1",
-		"--duration", "1s", "--tcp", "2s", "--flows", "64", "--prog-stats", "--json"}, &out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var results []bench.Result
-	if err := json.Unmarshal([]byte(out.String()), &results); err != nil {
-		t.Fatalf("%v: %s", err, out.String())
-	}
+	results := benchJSON(t, "--inner", "ipv6", "--mode", "routing,grebpf-tc-tc,grebpf-fastpath", "--rounds", "1",
+		"--duration", "1s", "--tcp", "2s", "--flows", "64", "--prog-stats")
 	if len(results) != 3 || results[0].Unavailable == "" {
 		t.Fatalf("results %+v: want routing unavailable, then two tunnel modes", results)
 	}
@@ -113,16 +112,8 @@ func TestBenchIPv6(t *testing.T) {
 func TestBenchPaced(t *testing.T) {
 	testutil.NeedRoot(t)
 	const rate, seconds = 2000, 2
-	var out strings.Builder
-	err := run([]string{"bench", "--mode", "routing,grebpf-tc-tc", "--rounds", "1", "--duration", strconv.Itoa(seconds) + "s",
-		"--tcp", "0", "--flows", "64", "--rate", strconv.Itoa(rate), "--json"}, &out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var results []bench.Result
-	if err := json.Unmarshal([]byte(out.String()), &results); err != nil {
-		t.Fatalf("%v: %s", err, out.String())
-	}
+	results := benchJSON(t, "--mode", "routing,grebpf-tc-tc", "--rounds", "1", "--duration", strconv.Itoa(seconds)+"s",
+		"--tcp", "0", "--flows", "64", "--rate", strconv.Itoa(rate))
 	var modes []string
 	for _, r := range results {
 		modes = append(modes, r.Mode)

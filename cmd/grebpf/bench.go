@@ -108,11 +108,7 @@ func runBench(g *globals, o bench.Options, only, inner, outer string, asJSON boo
 		if r.Ratio > 0 {
 			ratio = fmt.Sprintf("%.2f× %s", r.Ratio, r.Reference)
 		}
-		each := make([]string, len(r.RoundsPPS))
-		for i, p := range r.RoundsPPS {
-			each[i] = fmt.Sprintf("%.0f", p)
-		}
-		fmt.Fprintf(w, "%s\t%.0f\t%.1f%%\t%s\t%s\t%s\n", r.Mode, r.PPS, 100*max(r.Loss, 0), ratio, tcp, strings.Join(each, " "))
+		fmt.Fprintf(w, "%s\t%.0f\t%.1f%%\t%s\t%s\t%s\n", r.Mode, r.PPS, 100*max(r.Loss, 0), ratio, tcp, rounds(r.RoundsPPS))
 	}
 	if o.Rate > 0 {
 		fmt.Fprintf(w, "\nMODE\tCPU NS/PACKET (median)\tPATH NS/PACKET\tPATH RATIO\tCPU NS EACH ROUND\t\n")
@@ -127,11 +123,7 @@ func runBench(g *globals, o bench.Options, only, inner, outer string, asJSON boo
 			if r.PathRatio > 0 {
 				ratio = fmt.Sprintf("%.2f× %s", r.PathRatio, r.Reference)
 			}
-			each := make([]string, len(r.RoundsCPUNs))
-			for i, c := range r.RoundsCPUNs {
-				each[i] = fmt.Sprintf("%.0f", c)
-			}
-			fmt.Fprintf(w, "%s\t%.0f\t%s\t%s\t%s\t\n", r.Mode, r.CPUNs, path, ratio, strings.Join(each, " "))
+			fmt.Fprintf(w, "%s\t%.0f\t%s\t%s\t%s\t\n", r.Mode, r.CPUNs, path, ratio, rounds(r.RoundsCPUNs))
 		}
 	}
 	if !o.ProgStats {
@@ -144,4 +136,13 @@ func runBench(g *globals, o bench.Options, only, inner, outer string, asJSON boo
 		}
 	}
 	return w.Flush()
+}
+
+// rounds is one figure per round, whole numbers, in order.
+func rounds(vs []float64) string {
+	each := make([]string, len(vs))
+	for i, v := range vs {
+		each[i] = fmt.Sprintf("%.0f", v)
+	}
+	return strings.Join(each, " ")
 }

@@ -24,7 +24,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -610,15 +609,19 @@ type xdpMD struct {
 	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
 }
 
-// busyCPU is the CPU time that all CPUs together have spent
-// outside idle: wall time times the CPUs, less their idle time in
+// busyCPU is the CPU time that all CPUs together have spent outside idle
+// since boot: the time since boot (CLOCK_MONOTONIC, which stops in
+// suspend as idle time does) times the CPUs, less their idle time in
 // /proc/stat. A tickless kernel measures idle time at each entry and exit
 // (busy time it only samples at ticks, too coarsely at a light load),
 // and reports it in USER_HZ units of 10 ms: over a measurement of seconds
 // that is well under 1%.
 func busyCPU() (time.Duration, error) {
+	var now unix.Timespec
 	b, err := os.ReadFile("/proc/stat")
-	now := time.Now()
+	if err == nil {
+		err = unix.ClockGettime(unix.CLOCK_MONOTONIC, &now)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -644,17 +647,8 @@ func busyCPU() (time.Duration, error) {
 	if cpus == 0 {
 		return 0, errors.New("/proc/stat lists no CPU")
 	}
-	return time.Duration(cpus)*now.Sub(bootTime()) - time.Duration(idle)*time.Second/userHZ, nil
+	return time.Duration(cpus)*time.Duration(now.Nano()) - time.Duration(idle)*time.Second/userHZ, nil
 }
-
-// bootTime is when the kernel started counting /proc/stat, on the clock
-// time.Now reads (monotonic, which stops in suspend as idle time does not
-// grow then either).
-var bootTime = sync.OnceValue(func() time.Time {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Now().Add(-time.Duration(ts.Nano()))
-})
 
 // userHZ is the unit of /proc/stat's counters on every Linux architecture
 // grebpf builds for.
